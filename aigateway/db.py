@@ -1,0 +1,139 @@
+"""SQLite access: one writer thread owning the only write connection, fed by a queue, and a
+small reader pool (datasette's database.py). The request path only ever calls ``put()``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aigateway.migrations import migrate
+
+log = logging.getLogger("aigateway.db")
+T = TypeVar("T")
+_STOP = object()
+BATCH_MAX = 2000
+
+
+def connect(path: str | os.PathLike) -> sqlite3.Connection:
+    """Open the database file (created 0600, migrated) with our pragmas; for the CLI and threads."""
+    path = Path(path)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    migrate(conn)
+    for suffix in ("-wal", "-shm"):
+        side = Path(str(path) + suffix)
+        if side.exists():
+            os.chmod(side, 0o600)
+    return conn
+
+
+class Database:
+    """Owns the writer thread and reader pool. ``put(batch_item)`` queues a record whose
+    ``write(conn, items)`` classmethod stores a whole batch in one transaction."""
+
+    def __init__(self, path: str | os.PathLike, readers: int = 2) -> None:
+        self.path = Path(path)
+        self._writer_conn = connect(self.path)
+        self._queue: queue.Queue = queue.Queue()
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="db-read")
+        self._local = threading.local()
+        self._thread = threading.Thread(target=self._run, name="db-writer", daemon=True)
+        self._thread.start()
+        self._closed = False
+
+    # -- writes
+    def put(self, item: Any) -> None:
+        """Queue a record for the next batch; never blocks."""
+        self._queue.put_nowait(item)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T], transaction: bool = True) -> T:
+        """Run ``fn(conn)`` on the writer thread (in its own transaction) and await its result."""
+        fut: Future = Future()
+        self._queue.put_nowait((fn, fut, transaction))
+        return await asyncio.wrap_future(fut)
+
+    def _run(self) -> None:
+        conn = self._writer_conn
+        while True:
+            item = self._queue.get()
+            batch = [item]
+            while len(batch) < BATCH_MAX:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = any(i is _STOP for i in batch)
+            self._write_batch(conn, [i for i in batch if i is not _STOP])
+            if stop:
+                conn.close()
+                return
+
+    def _write_batch(self, conn: sqlite3.Connection, batch: list) -> None:
+        records: dict[type, list] = {}
+        for item in batch:
+            if isinstance(item, tuple):
+                fn, fut, transaction = item
+                try:
+                    if transaction:
+                        conn.execute("BEGIN IMMEDIATE")
+                    result = fn(conn)
+                    if transaction:
+                        conn.execute("COMMIT")
+                    fut.set_result(result)
+                except BaseException as exc:  # the caller gets the error, the writer keeps going
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    fut.set_exception(exc)
+            else:
+                records.setdefault(type(item), []).append(item)
+        for kind, items in records.items():
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                kind.write(conn, items)
+                conn.execute("COMMIT")
+            except sqlite3.Error:
+                log.exception("could not store %d %s records", len(items), kind.__name__)
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+
+    # -- reads
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 10000")
+        return conn
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` on a reader thread and await its result."""
+        return await asyncio.wrap_future(self._readers.submit(lambda: fn(self._reader())))
+
+    async def data_version(self) -> int:
+        """PRAGMA data_version on the writer connection: it changes only when another connection
+        (the CLI) commits, so our own usage writes do not trigger reloads."""
+        return await self.write(lambda conn: conn.execute("PRAGMA data_version").fetchone()[0], False)
+
+    def close(self) -> None:
+        """Drain every queued write, then stop the threads. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join()
+        self._readers.shutdown(wait=True)

@@ -1,0 +1,674 @@
+"""Anthropic Messages: the codec contract (see ``formats/__init__``) for ``POST /v1/messages``,
+both as an upstream and as the format Anthropic SDK clients speak to the gateway (protocols.md §3)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from aigateway.formats.framing import SSEDecoder, SSEFrame, sse_json
+from aigateway.model import (
+    ChatRequest,
+    ChatResponse,
+    ErrorKind,
+    Event,
+    Finish,
+    FinishReason,
+    GatewayError,
+    ImagePart,
+    Message,
+    Params,
+    Policy,
+    ReasoningDelta,
+    ReasoningPart,
+    ResponseFormat,
+    Route,
+    Start,
+    StreamError,
+    TextDelta,
+    TextPart,
+    Tool,
+    ToolCallDelta,
+    ToolCallPart,
+    ToolCallStart,
+    ToolChoice,
+    ToolResultPart,
+    Usage,
+    UsageReport,
+    invalid,
+    upstream_error,
+)
+
+NAME = "anthropic"
+ID_PREFIX = "msg_"
+MODELS_PATH = "/v1/models"
+MESSAGES_PATH = "/v1/messages"
+DEFAULT_MAX_TOKENS = 4096
+"""``max_tokens`` is required by Anthropic (§3.1, §11.1): used when neither client nor policy sets one."""
+CONTINUE_TEXT = "(continue)"  # the minimal user turn before a leading assistant turn (§11.8)
+JSON_INSTRUCTION = "Respond with one valid JSON object only, with no other text and no code fences."
+"""Anthropic has no JSON mode for every model (§5.3), so json_object becomes this system instruction."""
+# Reasoning effort -> thinking budget_tokens (a gateway policy, §5.3); Anthropic's minimum budget is 1024.
+EFFORT_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384, "xhigh": 32768, "max": 32768}
+MIN_BUDGET = 1024
+
+_KNOWN = frozenset({"model", "messages", "max_tokens", "system", "temperature", "top_p", "top_k", "stop_sequences",
+                    "stream", "metadata", "tools", "tool_choice", "thinking", "output_config"})
+_FINISH = {"end_turn": FinishReason.STOP, "stop_sequence": FinishReason.STOP, "pause_turn": FinishReason.STOP,
+           "max_tokens": FinishReason.LENGTH, "model_context_window_exceeded": FinishReason.LENGTH,
+           "tool_use": FinishReason.TOOL_CALLS, "refusal": FinishReason.CONTENT_FILTER}
+_STOP_REASON = {FinishReason.STOP: "end_turn", FinishReason.LENGTH: "max_tokens",
+                FinishReason.TOOL_CALLS: "tool_use", FinishReason.CONTENT_FILTER: "refusal"}
+_CHOICE_IN = {"auto": "auto", "any": "required", "tool": "tool", "none": "none"}
+_CHOICE_OUT = {v: k for k, v in _CHOICE_IN.items()}
+# protocols.md §3.6 / §8.2
+_ERROR_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
+                 "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
+                 "rate_limit_error": 429, "api_error": 500, "timeout_error": 504, "overloaded_error": 529}
+_ERROR_TYPE = {ErrorKind.INVALID_REQUEST: "invalid_request_error", ErrorKind.AUTHENTICATION: "authentication_error",
+               ErrorKind.PERMISSION: "permission_error", ErrorKind.NOT_FOUND: "not_found_error",
+               ErrorKind.REQUEST_TOO_LARGE: "request_too_large", ErrorKind.RATE_LIMIT: "rate_limit_error",
+               ErrorKind.QUOTA: "billing_error", ErrorKind.SERVER: "api_error", ErrorKind.UPSTREAM: "api_error",
+               ErrorKind.OVERLOADED: "overloaded_error", ErrorKind.TIMEOUT: "timeout_error"}
+_TYPE_NAMES = {str: "a string", int: "an integer", (int, float): "a number", bool: "a boolean",
+               list: "a list", dict: "an object"}
+
+
+# ---------------------------------------------------------------- requests in (Anthropic SDK -> gateway)
+
+
+def _get(obj: dict, name: str, kind: Any, where: str = "") -> Any:
+    """``obj[name]`` when present and of ``kind``; a 400 naming the field (real API style) otherwise."""
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise invalid(f"{where}{name}: Input should be {_TYPE_NAMES[kind]}", where + name)
+    return value
+
+
+def _need(obj: dict, name: str, kind: Any, where: str = "") -> Any:
+    value = _get(obj, name, kind, where)
+    if value is None:
+        raise invalid(f"{where}{name}: Field required", where + name)
+    return value
+
+
+def _text(content: Any) -> str:
+    """Text of a string or of a block list's text blocks (tool results, system)."""
+    if isinstance(content, str):
+        return content
+    return "\n".join(b["text"] for b in content or () if isinstance(b, dict) and isinstance(b.get("text"), str))
+
+
+def _source(block: dict, at: str) -> TextPart | ImagePart | None:
+    src = _need(block, "source", dict, at)
+    kind, doc = src.get("type"), block["type"] == "document"
+    if kind == "base64":
+        return ImagePart(media_type=_get(src, "media_type", str, at), data=_need(src, "data", str, at + "source."))
+    if kind == "url":
+        return ImagePart(url=_need(src, "url", str, at + "source."), media_type="application/pdf" if doc else None)
+    if kind == "text":
+        return TextPart(_get(src, "data", str, at + "source.") or "")
+    return None  # file ids and other sources have no neutral form; the fast path keeps them
+
+
+def _parts(content: Any, where: str) -> list:
+    if isinstance(content, str):
+        return [TextPart(content)]
+    if not isinstance(content, list):
+        raise invalid(f"{where}content: Input should be a string or a list of content blocks", where + "content")
+    parts: list = []
+    for j, block in enumerate(content):
+        at = f"{where}content.{j}."
+        if not isinstance(block, dict):
+            raise invalid(f"{at[:-1]}: Input should be an object", at[:-1])
+        kind = block.get("type")
+        if kind == "text":
+            parts.append(TextPart(_need(block, "text", str, at)))
+        elif kind in ("image", "document"):
+            part = _source(block, at)
+            parts.extend([part] if part else [])
+        elif kind == "tool_use":
+            args = orjson.dumps(_get(block, "input", dict, at) or {}).decode()
+            parts.append(ToolCallPart(_need(block, "id", str, at), _need(block, "name", str, at), args))
+        elif kind == "tool_result":
+            result = block.get("content")
+            if result is not None and not isinstance(result, (str, list)):
+                raise invalid(f"{at}content: Input should be a string or a list of content blocks", at + "content")
+            parts.append(ToolResultPart(_need(block, "tool_use_id", str, at), _text(result),
+                                        is_error=bool(_get(block, "is_error", bool, at))))
+        elif kind == "thinking":
+            parts.append(ReasoningPart(_get(block, "thinking", str, at) or "", _get(block, "signature", str, at)))
+        elif kind == "redacted_thinking":
+            parts.append(ReasoningPart(redacted=_need(block, "data", str, at)))
+        # other blocks (server tools, search results, ...) have no neutral form; the fast path keeps them
+    return parts
+
+
+def _messages(raw: Any) -> list[Message]:
+    if raw is None:
+        raise invalid("messages: Field required", "messages")
+    if not isinstance(raw, list) or not raw:
+        raise invalid("messages: a non-empty list of messages is required", "messages")
+    messages = []
+    for i, msg in enumerate(raw):
+        if not isinstance(msg, dict) or msg.get("role") not in ("user", "assistant"):
+            raise invalid(f"messages.{i}: each message needs role 'user' or 'assistant'", f"messages.{i}")
+        messages.append(Message(msg["role"], _parts(msg.get("content"), f"messages.{i}.")))
+    return messages
+
+
+def _tools(raw: list) -> list[Tool]:
+    tools = []
+    for i, tool in enumerate(raw):
+        if not isinstance(tool, dict):
+            raise invalid(f"tools.{i}: Input should be an object", f"tools.{i}")
+        if tool.get("type") in (None, "custom"):  # server tools (web search, ...) ride only the fast path
+            tools.append(Tool(_need(tool, "name", str, f"tools.{i}."), _get(tool, "description", str),
+                              _get(tool, "input_schema", dict, f"tools.{i}.")))
+    return tools
+
+
+def decode_request(body: dict, route: Route) -> ChatRequest:
+    """An Anthropic SDK request body to the neutral request; any malformed input is a 400 (§3.1–§3.3)."""
+    if not isinstance(body, dict):
+        raise invalid("the request body must be a JSON object")
+    try:
+        messages = _messages(body.get("messages"))
+        max_tokens = _need(body, "max_tokens", int)
+        if max_tokens < 1:
+            raise invalid("max_tokens: Input should be greater than or equal to 1", "max_tokens")
+        system = body.get("system")
+        if system is not None and not isinstance(system, (str, list)):
+            raise invalid("system: Input should be a string or a list of text blocks", "system")
+        metadata = _get(body, "metadata", dict) or {}
+        thinking = _get(body, "thinking", dict) or {}
+        output = _get(body, "output_config", dict) or {}
+        stop = _get(body, "stop_sequences", list)
+        if stop is not None and not all(isinstance(s, str) for s in stop):
+            raise invalid("stop_sequences: Input should be a list of strings", "stop_sequences")
+        params = Params(
+            max_tokens=max_tokens, temperature=_get(body, "temperature", (int, float)),
+            top_p=_get(body, "top_p", (int, float)), top_k=_get(body, "top_k", int), stop=stop,
+            user=_get(metadata, "user_id", str, "metadata."), reasoning_effort=_get(output, "effort", str),
+            reasoning_budget=_get(thinking, "budget_tokens", int, "thinking.") if thinking.get("type") == "enabled"
+            else None)
+        choice = _get(body, "tool_choice", dict)
+        tool_choice = parallel = None
+        if choice is not None:
+            if choice.get("type") not in _CHOICE_IN:
+                raise invalid("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'", "tool_choice")
+            name = _need(choice, "name", str, "tool_choice.") if choice["type"] == "tool" else None
+            tool_choice = ToolChoice(_CHOICE_IN[choice["type"]], name)
+            disable = _get(choice, "disable_parallel_tool_use", bool, "tool_choice.")
+            parallel = None if disable is None else not disable
+        fmt = _get(output, "format", dict, "output_config.")
+        stream = bool(_get(body, "stream", bool))
+        return ChatRequest(
+            model=_get(body, "model", str), messages=messages,
+            system=[s for s in ([system] if isinstance(system, str) else [_text([b]) for b in system or ()]) if s],
+            params=params, tools=_tools(_get(body, "tools", list) or []), tool_choice=tool_choice,
+            parallel_tool_calls=parallel,
+            response_format=ResponseFormat("json_schema", _get(fmt, "schema", dict, "output_config.format."))
+            if fmt and fmt.get("type") == "json_schema" else None,
+            stream=stream, include_usage=stream, extra={k: v for k, v in body.items() if k not in _KNOWN})
+    except GatewayError:
+        raise
+    except (TypeError, AttributeError, KeyError, ValueError) as exc:
+        raise invalid(f"malformed request: {exc}") from None
+
+
+# ---------------------------------------------------------------- requests out (gateway -> Anthropic)
+
+
+def _tool_id(call_id: str) -> str:
+    """Anthropic ids must match ``[a-zA-Z0-9_-]+``; other providers' ids are mapped the same way on
+    both the tool_use and its tool_result, so the pair stays linked."""
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", call_id) or "toolu_0"
+
+
+def _arguments(text: str) -> dict:
+    """Tool-call JSON text to Anthropic's ``input`` object; invalid or empty JSON becomes {} (§11.9)."""
+    try:
+        value = orjson.loads(text or "{}")
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _encode_part(part: Any, role: str) -> dict | None:
+    if isinstance(part, TextPart):
+        return {"type": "text", "text": part.text} if part.text else None  # §3.3: empty text is a 400
+    if isinstance(part, ImagePart):
+        doc = part.media_type == "application/pdf"
+        source = ({"type": "base64", "media_type": part.media_type or "image/png", "data": part.data}
+                  if part.data else {"type": "url", "url": part.url})
+        return {"type": "document" if doc else "image", "source": source}
+    if isinstance(part, ToolCallPart) and role == "assistant":
+        return {"type": "tool_use", "id": _tool_id(part.id), "name": part.name, "input": _arguments(part.arguments)}
+    if isinstance(part, ToolResultPart):
+        block: dict[str, Any] = {"type": "tool_result", "tool_use_id": _tool_id(part.tool_call_id)}
+        if part.content:
+            block["content"] = part.content
+        if part.is_error:
+            block["is_error"] = True
+        return block
+    if isinstance(part, ReasoningPart) and role == "assistant":  # unsigned thinking would be rejected (§3.2)
+        if part.redacted:
+            return {"type": "redacted_thinking", "data": part.redacted}
+        if part.signature:
+            return {"type": "thinking", "thinking": part.text, "signature": part.signature}
+    return None
+
+
+def _first(block: dict) -> bool:
+    """Blocks that must lead their turn: tool results (user, §3.3) and thinking (assistant, §3.2)."""
+    return block["type"] in ("tool_result", "thinking", "redacted_thinking")
+
+
+def _encode_messages(messages: list[Message]) -> list[dict]:
+    """Neutral turns to Anthropic turns: empty turns dropped, same-role turns merged, a user turn first."""
+    turns: list[dict] = []
+    for msg in messages:
+        role = "assistant" if msg.role == "assistant" else "user"
+        blocks = [b for b in (_encode_part(p, role) for p in msg.parts) if b]
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            blocks = turns.pop()["content"] + blocks
+        turns.append({"role": role, "content": [b for b in blocks if _first(b)] + [b for b in blocks if not _first(b)]})
+    if not turns or turns[0]["role"] == "assistant":
+        turns.insert(0, {"role": "user", "content": [{"type": "text", "text": CONTINUE_TEXT}]})
+    last = turns[-1]["content"][-1]
+    if turns[-1]["role"] == "assistant" and last["type"] == "text":  # a prefill may not end in whitespace
+        last["text"] = last["text"].rstrip() or "."
+    return turns
+
+
+def _budget(p: Params) -> int:
+    if p.reasoning_budget is not None:
+        budget = p.reasoning_budget if p.reasoning_budget >= 0 else EFFORT_BUDGETS["medium"]  # Gemini's -1
+        return max(budget, MIN_BUDGET) if budget else 0
+    return EFFORT_BUDGETS.get(p.reasoning_effort or "", 0)
+
+
+def encode_request(req: ChatRequest, policy: Policy) -> tuple[str, dict]:
+    """The neutral request as an Anthropic Messages body (§5, §11); the relay already applied the policy."""
+    p = req.params
+    if p.n is not None and p.n > 1:
+        raise invalid("n: Anthropic models return one choice per request; n > 1 is not supported", "n")
+    system = [s for s in req.system if s]
+    if req.response_format and req.response_format.type == "json_object":
+        system.append(JSON_INSTRUCTION)
+    body: dict[str, Any] = {"model": req.model, "messages": _encode_messages(req.messages)}
+    if system:
+        body["system"] = "\n\n".join(system)
+    max_tokens, budget = p.max_tokens or DEFAULT_MAX_TOKENS, _budget(p)
+    if budget and not (req.tool_choice and req.tool_choice.mode in ("required", "tool")):  # §3.3: no forced tools
+        if p.max_tokens is None:
+            max_tokens = budget + DEFAULT_MAX_TOKENS
+        budget = min(budget, max_tokens - 1)  # max_tokens must exceed the budget (§3.1)
+        if budget >= MIN_BUDGET:
+            body["thinking"] = {"type": "enabled", "budget_tokens": budget}
+    body["max_tokens"] = max_tokens
+    if "thinking" not in body:  # thinking forbids temperature/top_k changes (§3.3)
+        if p.temperature is not None:
+            body["temperature"] = min(max(float(p.temperature), 0.0), 1.0)  # Anthropic's range is 0-1 (§11.2)
+        elif p.top_p is not None:
+            body["top_p"] = p.top_p  # never both (§11.3)
+        if p.top_k is not None:
+            body["top_k"] = p.top_k
+    stop = [s for s in p.stop or () if s.strip()]  # whitespace-only stop sequences are a 400 (§11.4)
+    if stop:
+        body["stop_sequences"] = stop
+    if req.tools:
+        body["tools"] = [{"name": t.name, **({"description": t.description} if t.description else {}),
+                          "input_schema": {"type": "object", **(t.parameters or {"properties": {}})}}
+                         for t in req.tools]
+        choice: dict[str, Any] | None = None
+        if req.tool_choice:
+            choice = {"type": _CHOICE_OUT[req.tool_choice.mode]}
+            if req.tool_choice.mode == "tool":
+                choice["name"] = req.tool_choice.name
+        if req.parallel_tool_calls is False and (choice or {}).get("type") != "none":
+            choice = {**(choice or {"type": "auto"}), "disable_parallel_tool_use": True}
+        if choice:
+            body["tool_choice"] = choice
+    if req.response_format and req.response_format.type == "json_schema":
+        body["output_config"] = {"format": {"type": "json_schema", "schema": req.response_format.schema or {}}}
+    if p.user:
+        body["metadata"] = {"user_id": p.user}
+    if req.stream:
+        body["stream"] = True
+    return MESSAGES_PATH, body
+
+
+def patch_request(body: dict, policy: Policy, route: Route) -> tuple[str, dict]:
+    """Same-format fast path: set model, prepend the policy system prompt, clamp or fill max_tokens;
+    every other field (cache_control, server tools, betas' fields) survives untouched."""
+    body["model"] = policy.model
+    if policy.system:
+        system = body.get("system")
+        if isinstance(system, list):
+            body["system"] = [{"type": "text", "text": policy.system}, *system]
+        else:
+            body["system"] = f"{policy.system}\n\n{system}" if isinstance(system, str) and system else policy.system
+    asked = body.get("max_tokens")
+    asked = asked if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0 else None
+    cap = policy.max_tokens
+    body["max_tokens"] = min(asked, cap) if asked and cap else (asked or cap or DEFAULT_MAX_TOKENS)
+    thinking = body.get("thinking")
+    if body["max_tokens"] != asked and isinstance(thinking, dict) and thinking.get("type") == "enabled":
+        budget = thinking.get("budget_tokens")
+        if isinstance(budget, int) and budget >= body["max_tokens"]:  # the clamp must not cause a 400 (§3.1)
+            if body["max_tokens"] - 1 >= MIN_BUDGET:
+                thinking["budget_tokens"] = body["max_tokens"] - 1
+            else:
+                del body["thinking"]
+    return MESSAGES_PATH, body
+
+
+# ---------------------------------------------------------------- responses
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _usage(raw: Any) -> Usage | None:
+    """Anthropic usage, normalised: input includes cache reads and writes (§6.2)."""
+    if not isinstance(raw, dict):
+        return None
+    read, write = _int(raw.get("cache_read_input_tokens")), _int(raw.get("cache_creation_input_tokens"))
+    details = raw.get("output_tokens_details")
+    return Usage(input_tokens=_int(raw.get("input_tokens")) + read + write, output_tokens=_int(raw.get("output_tokens")),
+                 cached_tokens=read, cache_write_tokens=write,
+                 reasoning_tokens=_int(details.get("thinking_tokens")) if isinstance(details, dict) else 0)
+
+
+def _encode_usage(u: Usage) -> dict:
+    """The reverse of ``_usage``: Anthropic's input_tokens exclude cached tokens (§6.2)."""
+    out = {"input_tokens": max(0, u.input_tokens - u.cached_tokens - u.cache_write_tokens),
+           "cache_creation_input_tokens": u.cache_write_tokens, "cache_read_input_tokens": u.cached_tokens,
+           "output_tokens": u.output_tokens}
+    if u.reasoning_tokens:
+        out["output_tokens_details"] = {"thinking_tokens": u.reasoning_tokens}
+    return out
+
+
+def _finish(raw: Any) -> FinishReason | None:
+    return None if raw is None else _FINISH.get(raw, FinishReason.STOP)  # unknown reasons: stop (§6.1)
+
+
+def decode_response(body: dict) -> ChatResponse:
+    """An upstream Messages response to the neutral response (§3.4)."""
+    try:
+        parts: list = []
+        for block in body.get("content") or ():
+            kind = block.get("type")
+            if kind == "text":
+                parts.append(TextPart(str(block.get("text") or "")))
+            elif kind == "thinking":
+                parts.append(ReasoningPart(str(block.get("thinking") or ""), block.get("signature") or None))
+            elif kind == "redacted_thinking":
+                parts.append(ReasoningPart(redacted=str(block.get("data") or "")))
+            elif kind == "tool_use":
+                parts.append(ToolCallPart(str(block.get("id") or ""), str(block.get("name") or ""),
+                                          orjson.dumps(block.get("input") or {}).decode()))
+        return ChatResponse(str(body.get("id") or ""), str(body.get("model") or ""), 0, parts,
+                            _finish(body.get("stop_reason")), _usage(body.get("usage")))
+    except (TypeError, AttributeError, ValueError) as exc:
+        raise GatewayError(502, ErrorKind.UPSTREAM, f"malformed upstream response: {exc}") from None
+
+
+def _content(parts: list) -> list[dict]:
+    blocks: list[dict] = []
+    for p in parts:
+        if isinstance(p, TextPart) and p.text:
+            blocks.append({"type": "text", "text": p.text})
+        elif isinstance(p, ReasoningPart):
+            blocks.append({"type": "redacted_thinking", "data": p.redacted} if p.redacted else
+                          {"type": "thinking", "thinking": p.text, "signature": p.signature or ""})
+        elif isinstance(p, ToolCallPart):
+            blocks.append({"type": "tool_use", "id": p.id, "name": p.name, "input": _arguments(p.arguments)})
+    return blocks
+
+
+def encode_response(resp: ChatResponse, req: ChatRequest) -> dict:
+    """The neutral response as an Anthropic ``message`` object (§3.4)."""
+    return {"id": resp.id, "type": "message", "role": "assistant", "model": resp.model,
+            "content": _content(resp.parts), "stop_reason": _STOP_REASON[resp.finish or FinishReason.STOP],
+            "stop_sequence": None, "usage": _encode_usage(resp.usage or Usage())}
+
+
+# ---------------------------------------------------------------- streams
+
+
+class StreamDecoder:
+    """Upstream Messages SSE to neutral events (§3.5). Tool calls are renumbered 0, 1, ... (§11.17)."""
+
+    def __init__(self) -> None:
+        self._sse = SSEDecoder()
+        self._started = self._finished = False
+        self._blocks: dict[int, int] = {}  # content-block index -> tool-call index
+        self._usage: dict[str, Any] = {}  # Anthropic usage so far; message_delta values replace (§11.15)
+
+    def frames(self, data: bytes) -> list[tuple[SSEFrame, list[Event]]]:
+        """Each complete upstream frame with its events: the fast path's tap."""
+        return [(f, self._decode(f)) for f in self._sse.feed(data)]
+
+    def feed(self, data: bytes) -> list[Event]:
+        return [ev for _, events in self.frames(data) for ev in events]
+
+    def close(self) -> list[Event]:
+        return [ev for f in self._sse.close() for ev in self._decode(f)]
+
+    def _decode(self, frame: SSEFrame) -> list[Event]:
+        if not frame.data:
+            return []
+        try:
+            data = orjson.loads(frame.data)
+        except orjson.JSONDecodeError:
+            return [StreamError(GatewayError(502, ErrorKind.UPSTREAM, "upstream sent malformed stream data"))]
+        if not isinstance(data, dict):
+            return []
+        try:
+            return self._event(str(data.get("type") or frame.event), data)
+        except (TypeError, AttributeError, ValueError):
+            return [StreamError(GatewayError(502, ErrorKind.UPSTREAM, "upstream sent a malformed stream event"))]
+
+    def _event(self, kind: str, data: dict) -> list[Event]:
+        events: list[Event] = []
+        if kind == "error":
+            err = data.get("error") if isinstance(data.get("error"), dict) else {}
+            return [StreamError(_error(err.get("type"), str(err.get("message") or "upstream stream error"), 500))]
+        if kind == "message_start" or not self._started:
+            message = data.get("message") or {} if kind == "message_start" else {}
+            self._started = True
+            self._usage.update(message.get("usage") or {})
+            events.append(Start(str(message.get("id") or ""), str(message.get("model") or ""), 0,
+                                _usage(self._usage) if self._usage else None))
+        block = data.get("content_block") or {}
+        delta = data.get("delta") or {}
+        if kind == "content_block_start":
+            btype = block.get("type")
+            if btype == "text" and block.get("text"):
+                events.append(TextDelta(block["text"]))
+            elif btype == "thinking" and (block.get("thinking") or block.get("signature")):
+                events.append(ReasoningDelta(block.get("thinking") or "", block.get("signature") or None))
+            elif btype == "redacted_thinking":
+                events.append(ReasoningDelta(redacted=str(block.get("data") or "")))
+            elif btype == "tool_use":  # server_tool_use runs at Anthropic: not the client's call
+                index = self._blocks[data.get("index")] = len(self._blocks)
+                events.append(ToolCallStart(index, str(block.get("id") or ""), str(block.get("name") or "")))
+                if block.get("input"):
+                    events.append(ToolCallDelta(index, orjson.dumps(block["input"]).decode()))
+        elif kind == "content_block_delta":
+            dtype = delta.get("type")
+            if dtype == "text_delta" and delta.get("text"):
+                events.append(TextDelta(delta["text"]))
+            elif dtype == "thinking_delta" and delta.get("thinking"):
+                events.append(ReasoningDelta(delta["thinking"]))
+            elif dtype == "signature_delta" and delta.get("signature"):
+                events.append(ReasoningDelta(signature=delta["signature"]))
+            elif dtype == "input_json_delta" and delta.get("partial_json") and data.get("index") in self._blocks:
+                events.append(ToolCallDelta(self._blocks[data["index"]], delta["partial_json"]))
+        elif kind == "message_delta":
+            finish = _finish(delta.get("stop_reason"))
+            if finish:
+                self._finished = True
+                events.append(Finish(finish))
+            usage = data.get("usage")
+            if isinstance(usage, dict):
+                self._usage.update({k: v for k, v in usage.items() if v is not None})
+                events.append(UsageReport(_usage(self._usage)))
+        elif kind == "message_stop" and not self._finished:  # complete even without a stop_reason
+            self._finished = True
+            events.append(Finish(FinishReason.STOP))
+        return events
+
+
+class StreamEncoder:
+    """Neutral events to Anthropic SSE for Anthropic SDK clients (§3.5, §7.4): every event with both
+    ``event:`` and ``data:`` lines. message_delta waits for ``close()`` so it carries the final usage,
+    which other upstreams (OpenAI) report after the finish reason."""
+
+    content_type = "text/event-stream"
+
+    def __init__(self, req: ChatRequest, route: Route) -> None:
+        self._model = req.model or ""
+        self._started = self._failed = self._signed = False
+        self._index = -1  # index of the latest content block
+        self._open: str | int | None = None  # "text", "thinking", a tool-call index, or None
+        self._tools: dict[int, int] = {}  # tool-call index -> content-block index
+        self._stop: FinishReason | None = None
+        self._usage: Usage | None = None
+
+    def _start(self, event: Start | None = None) -> bytes:
+        if self._started:
+            return b""
+        self._started = True
+        start = event or Start("", self._model, 0)
+        usage = _encode_usage(start.usage or Usage())
+        message = {"id": start.id, "type": "message", "role": "assistant", "model": start.model, "content": [],
+                   "stop_reason": None, "stop_sequence": None, "usage": usage}
+        return sse_json({"type": "message_start", "message": message}, "message_start")
+
+    def _block(self, kind: str | int, block: dict) -> bytes:
+        out = self._stop_block()
+        self._index += 1
+        self._open = kind
+        return out + sse_json({"type": "content_block_start", "index": self._index, "content_block": block},
+                              "content_block_start")
+
+    def _stop_block(self) -> bytes:
+        if self._open is None:
+            return b""
+        self._open = None
+        return sse_json({"type": "content_block_stop", "index": self._index}, "content_block_stop")
+
+    def _delta(self, delta: dict, index: int | None = None) -> bytes:
+        data = {"type": "content_block_delta", "index": self._index if index is None else index, "delta": delta}
+        return sse_json(data, "content_block_delta")
+
+    def encode(self, event: Event) -> bytes:
+        if isinstance(event, StreamError):
+            self._failed = True
+            return encode_error(event.error)[2].join((b"event: error\ndata: ", b"\n\n"))
+        if isinstance(event, UsageReport):
+            self._usage = event.usage
+            return b""
+        if self._failed:
+            return b""
+        out = self._start(event if isinstance(event, Start) else None)
+        if isinstance(event, TextDelta) and event.text:
+            if self._open != "text":
+                out += self._block("text", {"type": "text", "text": ""})
+            out += self._delta({"type": "text_delta", "text": event.text})
+        elif isinstance(event, ReasoningDelta):
+            if event.redacted:
+                out += self._block("redacted", {"type": "redacted_thinking", "data": event.redacted})
+                return out + self._stop_block()
+            if self._open != "thinking" or (self._signed and event.text):
+                out += self._block("thinking", {"type": "thinking", "thinking": "", "signature": ""})
+                self._signed = False
+            if event.text:
+                out += self._delta({"type": "thinking_delta", "thinking": event.text})
+            if event.signature:
+                self._signed = True
+                out += self._delta({"type": "signature_delta", "signature": event.signature})
+        elif isinstance(event, ToolCallStart):
+            out += self._block(event.index, {"type": "tool_use", "id": event.id, "name": event.name, "input": {}})
+            self._tools[event.index] = self._index
+        elif isinstance(event, ToolCallDelta) and event.args and event.index in self._tools:
+            out += self._delta({"type": "input_json_delta", "partial_json": event.args}, self._tools[event.index])
+        elif isinstance(event, Finish):
+            self._stop = event.reason
+            out += self._stop_block()
+        return out
+
+    def close(self) -> bytes:
+        """message_delta (stop reason, final usage) and message_stop; nothing after an error event."""
+        if self._failed:
+            return b""
+        out = self._start() + self._stop_block()
+        self._failed = True  # closed: later calls add nothing
+        usage = _encode_usage(self._usage) if self._usage else {"output_tokens": 0}
+        delta = {"stop_reason": _STOP_REASON[self._stop or FinishReason.STOP], "stop_sequence": None}
+        out += sse_json({"type": "message_delta", "delta": delta, "usage": usage}, "message_delta")
+        return out + sse_json({"type": "message_stop"}, "message_stop")
+
+    def relay(self, frame: SSEFrame, events: list[Event]) -> bytes:
+        """Fast path: Anthropic upstream frames go to Anthropic clients byte for byte."""
+        return frame.raw
+
+
+# ---------------------------------------------------------------- errors and models
+
+
+def encode_error(err: GatewayError) -> tuple[int, dict[str, str], bytes]:
+    """Anthropic's error body (§3.6, §8.2); the status is kept (529 included), retry-after in whole seconds."""
+    kind = "rate_limit_error" if err.kind is ErrorKind.QUOTA and err.status == 429 else _ERROR_TYPE[err.kind]
+    body = {"type": "error", "error": {"type": kind, "message": err.message}, "request_id": "req_gateway"}
+    headers = dict(err.headers)
+    if err.retry_after is not None:
+        headers["retry-after"] = str(max(1, int(-(-err.retry_after // 1))))
+    return err.status, headers, orjson.dumps(body)
+
+
+def _error(kind: Any, message: str, status: int) -> GatewayError:
+    """An Anthropic error type (or, without one, the HTTP status) as a gateway error; 401/403 become
+    502 because the gateway's provider key was refused, not the client's (§8.2)."""
+    err = upstream_error(_ERROR_STATUS.get(kind, status) if isinstance(kind, str) else status, message)
+    if kind == "billing_error" and err.status == 402:
+        err.kind = ErrorKind.QUOTA
+    return err
+
+
+def decode_error(status: int, body: bytes) -> GatewayError:
+    """An upstream error response, parsed defensively (JSON, HTML or text): message and status kept."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body.decode("utf-8", "replace").strip()
+        html = text.startswith("<")
+        message = f"upstream answered {status} with an HTML page" if html else text[:300]
+        return _error(None, message or f"upstream answered {status}", status)
+    err = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        return _error(err.get("type"), err["message"], status)
+    message = err if isinstance(err, str) else orjson.dumps(parsed).decode()[:300]
+    return _error(None, message, status)
+
+
+def decode_models(body: dict) -> list[str]:
+    return [m["id"] for m in body.get("data") or () if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
+
+def encode_models(ids: list[str]) -> dict:
+    """Anthropic's model page (§3.7, §8.4); dates are unknown, so the epoch, as the API itself does."""
+    data = [{"type": "model", "id": i, "display_name": i, "created_at": "1970-01-01T00:00:00Z"} for i in ids]
+    return {"data": data, "has_more": False, "first_id": ids[0] if ids else None, "last_id": ids[-1] if ids else None}

@@ -1,0 +1,105 @@
+"""Stream framing with no I/O: bytes in, frames out (the h11 / httpx-sse way).
+
+Lines are split on bytes and decoded per complete line: ``\\n`` never occurs inside a multi-byte
+UTF-8 sequence, so characters split across network chunks arrive intact without decoder state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+
+@dataclass(slots=True)
+class SSEFrame:
+    """One server-sent event: its ``event`` name (or None), joined ``data`` and its raw bytes."""
+
+    event: str | None
+    data: str
+    raw: bytes
+
+
+class SSEDecoder:
+    """Splits a text/event-stream into events; accepts LF, CRLF and CR line ends and comments."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._raw: list[bytes] = []
+        self._event: str | None = None
+        self._data: list[str] = []
+
+    def feed(self, data: bytes) -> list[SSEFrame]:
+        """Add bytes; return the events completed by them."""
+        buf = self._buf + data
+        frames: list[SSEFrame] = []
+        start = 0
+        n = len(buf)
+        while start < n:
+            nl = buf.find(b"\n", start)
+            cr = buf.find(b"\r", start, nl if nl >= 0 else n)
+            if cr >= 0:
+                if cr == n - 1:  # a CR at the very end may be the first half of CRLF
+                    break
+                end, nxt = cr, cr + 2 if buf[cr + 1 : cr + 2] == b"\n" else cr + 1
+            elif nl >= 0:
+                end, nxt = nl, nl + 1
+            else:
+                break
+            self._line(buf[start:end], buf[start:nxt], frames)
+            start = nxt
+        self._buf = buf[start:]
+        return frames
+
+    def close(self) -> list[SSEFrame]:
+        """End of stream: a final event without its blank line still counts."""
+        frames: list[SSEFrame] = []
+        if self._buf:
+            self._line(self._buf, self._buf, frames)
+            self._buf = b""
+        if self._data or self._event:
+            self._line(b"", b"", frames)
+        return frames
+
+    def _line(self, line: bytes, raw: bytes, frames: list[SSEFrame]) -> None:
+        if not line:
+            if self._data or self._event is not None:
+                self._raw.append(raw)
+                frames.append(SSEFrame(self._event, "\n".join(self._data), b"".join(self._raw)))
+            self._raw, self._event, self._data = [], None, []
+            return
+        self._raw.append(raw)
+        if line[:1] == b":":
+            return
+        name, _, value = line.partition(b":")
+        if value[:1] == b" ":
+            value = value[1:]
+        if name == b"data":
+            self._data.append(value.decode("utf-8", "replace"))
+        elif name == b"event":
+            self._event = value.decode("utf-8", "replace")
+
+
+def sse(data: bytes, event: str | None = None) -> bytes:
+    """One SSE event from already-encoded JSON data."""
+    if event is None:
+        return b"data: " + data + b"\n\n"
+    return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
+
+
+def sse_json(obj: object, event: str | None = None) -> bytes:
+    return sse(orjson.dumps(obj), event)
+
+
+class JSONArrayEncoder:
+    """Writes elements as one JSON array, the way Gemini streams without ``alt=sse``."""
+
+    def __init__(self) -> None:
+        self._count = 0
+
+    def encode(self, data: bytes) -> bytes:
+        self._count += 1
+        return (b"[" if self._count == 1 else b",\r\n") + data
+
+    def close(self) -> bytes:
+        return b"]" if self._count else b"[]"

@@ -1,0 +1,1 @@
+"""HTTP handlers: thin, each calls one function elsewhere. Route tables sit at the bottom."""

@@ -1,0 +1,62 @@
+"""Logging setup: a rotating file plus the console, at the configured level, with secrets
+masked in every line whatever logged it."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import re
+from typing import Any
+
+from aigateway.config import Config
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Bearer tokens, our key prefixes, and key-like query/header values.
+_SECRET = re.compile(
+    r"(?i)(bearer\s+|x-api-key:\s*|x-goog-api-key:\s*|[?&]key=|api_key['\"]?\s*[:=]\s*['\"]?)[^\s'\"&,}]+"
+    r"|\b(sk-ant-|sk-|gm_)[A-Za-z0-9_\-]{8,}"
+)
+
+
+def redact(text: str) -> str:
+    """Mask anything that looks like a key or token."""
+    return _SECRET.sub(lambda m: (m.group(1) or m.group(2)) + "[redacted]", text)
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def configure(config: Config) -> None:
+    """Send aigateway's and Tornado's logs to ``logging.file`` (rotated at 10 MB, 5 kept) and stderr."""
+    path = config.resolve("logging.file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.handlers.RotatingFileHandler(path, maxBytes=10 * 1024 * 1024, backupCount=5)
+    console = logging.StreamHandler()
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in (file_handler, console):
+        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.addFilter(RedactingFilter())
+        root.addHandler(handler)
+    root.setLevel(config.get("logging.level").upper())
+    # libcurl's verbose trace prints request headers, provider keys included: never let it through.
+    logging.getLogger("tornado.curl_httpclient").setLevel(logging.INFO)
+    path.chmod(0o600)
+
+
+def log_request(handler: Any) -> None:
+    """Tornado's access log without the query string (Gemini clients may put their key there);
+    formatted only when debugging or for server errors, so the hot path pays nothing."""
+    status = handler.get_status()
+    level = logging.ERROR if status >= 500 else logging.DEBUG
+    logger = logging.getLogger("tornado.access")
+    if logger.isEnabledFor(level):
+        logger.log(level, "%d %s %s %.2fms", status, handler.request.method, handler.request.path,
+                   1000.0 * handler.request.request_time())

@@ -1,0 +1,41 @@
+"""Which models a client may use: the provider's allowed_models, else the upstream's own list,
+fetched once and cached (a listing is slow and rarely changes)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import orjson
+
+from aigateway.formats import FORMATS
+from aigateway.model import ErrorKind, GatewayError
+from aigateway.relay import provider_of
+from aigateway.upstream import Call
+
+if TYPE_CHECKING:
+    from aigateway.app import Gateway
+
+CACHE_SECONDS = 300.0
+
+
+async def for_client(gw: Gateway, client: dict) -> list[str]:
+    provider = provider_of(gw, client)
+    if provider.allowed_models:
+        return list(provider.allowed_models)
+    base_url = client["base_url"] or provider.base_url
+    key = (provider.name, base_url, provider.api_key)
+    hit = gw.model_lists.get(key)
+    if hit and hit[0] > time.monotonic():
+        return hit[1]
+    fmt = FORMATS[provider.kind.format]
+    call = Call(provider, base_url, fmt.MODELS_PATH, None, stream=False)
+    body = await call.run()
+    if call.status >= 400:
+        raise fmt.decode_error(call.status, body)
+    try:
+        ids = fmt.decode_models(orjson.loads(body))
+    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        raise GatewayError(502, ErrorKind.UPSTREAM, "the upstream's model list is not valid JSON") from None
+    gw.model_lists[key] = (time.monotonic() + CACHE_SECONDS, ids)
+    return ids

@@ -1,0 +1,357 @@
+"""The one pipeline every inbound API goes through: authenticate, resolve provider and model,
+apply the client's policy, translate (or patch, when formats match), call the upstream, relay
+the answer back in the client's format, and account for it — whatever happens."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
+from tornado.httputil import HTTPServerRequest
+
+from aigateway.formats import FORMATS
+from aigateway.model import (
+    ChatRequest,
+    ChatResponse,
+    ErrorKind,
+    Finish,
+    GatewayError,
+    Policy,
+    ReasoningDelta,
+    ReasoningPart,
+    Route,
+    Start,
+    StreamError,
+    TextDelta,
+    TextPart,
+    ToolCallDelta,
+    ToolCallPart,
+    ToolCallStart,
+    Usage,
+    UsageReport,
+    invalid,
+)
+from aigateway.providers import Provider
+from aigateway.upstream import Call, ClientGone
+from aigateway.usage import UsageRecord, estimate_input, estimate_tokens, tokens_for_chars
+
+if TYPE_CHECKING:
+    from aigateway.app import Gateway
+
+log = logging.getLogger("aigateway.relay")
+ERROR_BODY_MAX = 64 * 1024
+_CONTENT = (TextDelta, ToolCallStart, ToolCallDelta, ReasoningDelta)
+
+
+class Sink(Protocol):
+    """What the relay needs of a request handler (a Tornado RequestHandler provides it)."""
+
+    request: HTTPServerRequest
+
+    def set_status(self, status: int) -> None: ...
+    def set_header(self, name: str, value: Any) -> None: ...
+    def write(self, chunk: bytes) -> None: ...
+    def flush(self) -> Any: ...
+    def finish(self) -> Any: ...
+    def client_closed(self) -> bool: ...
+    def write_gateway_error(self, err: GatewayError) -> None: ...
+
+
+def client_key(request: HTTPServerRequest) -> str | None:
+    """The gateway key from whichever header or query parameter the client's SDK uses."""
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    key = request.headers.get("x-api-key") or request.headers.get("x-goog-api-key")
+    if key:
+        return key.strip()
+    values = request.query_arguments.get("key")
+    return values[0].decode("utf-8", "replace") if values else None
+
+
+def authenticate(gw: Gateway, request: HTTPServerRequest) -> dict:
+    """The client behind the request's key: 401 when unknown, 403 when disabled."""
+    key = client_key(request)
+    if not key:
+        raise GatewayError(401, ErrorKind.AUTHENTICATION,
+                           "Missing API key: send it as 'Authorization: Bearer <key>' (or x-api-key, x-goog-api-key).")
+    client = gw.keys.lookup(key)
+    if client is None:
+        raise GatewayError(401, ErrorKind.AUTHENTICATION, "Invalid API key.")
+    if not client["enabled"]:
+        raise GatewayError(403, ErrorKind.PERMISSION, "This API key's client is disabled.")
+    return client
+
+
+def provider_of(gw: Gateway, client: dict) -> Provider:
+    provider = gw.config.providers.get(client["provider"])
+    if provider is None:
+        raise GatewayError(500, ErrorKind.SERVER,
+                           f"client {client['name']!r} uses provider {client['provider']!r}, which is not configured")
+    return provider
+
+
+def resolve_model(requested: str | None, client: dict, provider: Provider) -> str:
+    """Request model, else the client's default, else the provider's; checked against allowed_models."""
+    model = requested or client["default_model"] or provider.default_model
+    if not model:
+        raise invalid("model: no model given and no default configured", "model")
+    if provider.allowed_models and model not in provider.allowed_models:
+        raise GatewayError(404, ErrorKind.NOT_FOUND,
+                           f"The model '{model}' is not available to this client. "
+                           f"Available: {', '.join(provider.allowed_models)}.", param="model")
+    return model
+
+
+def apply_policy(req: ChatRequest, policy: Policy) -> None:
+    """The translation path's equivalent of a format's ``patch_request``."""
+    req.model = policy.model
+    if policy.system:
+        req.system.insert(0, policy.system)
+    if policy.max_tokens is not None:
+        asked = req.params.max_tokens
+        req.params.max_tokens = min(asked, policy.max_tokens) if asked else policy.max_tokens
+
+
+def parse_body(raw: bytes) -> dict:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise invalid(f"The request body is not valid JSON ({exc.args[0].split(':')[0]}).") from None
+    if not isinstance(body, dict):
+        raise invalid("The request body must be a JSON object.")
+    return body
+
+
+def _retry_after(call: Call) -> float | None:
+    value = call.headers.get("retry-after")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+class Exchange:
+    """One chat request from arrival to its usage record."""
+
+    def __init__(self, gw: Gateway, sink: Sink, fmt: ModuleType, route: Route) -> None:
+        self.gw = gw
+        self.sink = sink
+        self.fmt = fmt
+        self.route = route
+        self.t0 = time.monotonic()
+        self.record = UsageRecord(None, "", fmt.NAME)
+        self.call: Call | None = None
+        self.started = False  # response headers sent: errors must now go in-band
+        self.ttft: float | None = None
+        self.usage: Usage | None = None
+        self.start_usage: Usage | None = None
+        self.finished = False
+        self.failed: GatewayError | None = None
+        self.out_chars = 0
+        self.input_estimate = 0
+
+    async def run(self, raw: bytes) -> None:
+        try:
+            await self._run(raw)
+        except GatewayError as err:
+            self._fail(err)
+        except ClientGone:
+            self.record.status, self.record.error = 499, "client closed the connection"
+        finally:
+            self._account()
+
+    async def _run(self, raw: bytes) -> None:
+        client = authenticate(self.gw, self.sink.request)
+        self.record.client_id, self.record.client_name = client["id"], client["name"]
+        body = parse_body(raw)
+        req = self.fmt.decode_request(body, self.route)
+        self.record.stream = req.stream
+        provider = provider_of(self.gw, client)
+        self.record.provider = provider.name
+        kind = provider.kind
+        policy = Policy(resolve_model(req.model, client, provider), client["system_prompt"] or None,
+                        stream_usage=kind.stream_usage, max_tokens_field=kind.max_tokens_field)
+        self.record.model = policy.model
+        self.input_estimate = estimate_input(req) + estimate_tokens(policy.system or "")
+        upstream = FORMATS[kind.format]
+        if upstream is self.fmt:
+            path, out = self.fmt.patch_request(body, policy, self.route)
+        else:
+            apply_policy(req, policy)
+            path, out = upstream.encode_request(req, policy)
+        self.call = Call(provider, client["base_url"] or provider.base_url, path, orjson.dumps(out),
+                         stream=req.stream)
+        if req.stream:
+            await self._stream(req, upstream, policy)
+        else:
+            await self._plain(req, upstream, policy)
+
+    # -- plain responses
+    async def _plain(self, req: ChatRequest, upstream: ModuleType, policy: Policy) -> None:
+        call = self.call
+        body = await call.run()
+        if call.status >= 400:
+            raise self._upstream_error(upstream, body)
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise GatewayError(502, ErrorKind.UPSTREAM,
+                               f"the upstream sent a response that is not JSON (HTTP {call.status})") from None
+        if not isinstance(parsed, dict):
+            raise GatewayError(502, ErrorKind.UPSTREAM, "the upstream sent an unexpected response")
+        resp = upstream.decode_response(parsed)
+        self.usage = resp.usage
+        self.out_chars = _chars(resp)
+        self.finished = True
+        if upstream is self.fmt:
+            out = body
+        else:
+            self._fill_ids(resp, policy)
+            out = orjson.dumps(self.fmt.encode_response(resp, req))
+        self.sink.set_header("Content-Type", "application/json")
+        self.sink.write(out)
+        self.sink.finish()
+
+    def _fill_ids(self, resp: ChatResponse | Start, policy: Policy) -> None:
+        """Ids and timestamps a codec may lack (codecs never read clocks or make randomness)."""
+        resp.id = resp.id or self.fmt.ID_PREFIX + secrets.token_hex(12)
+        resp.created = resp.created or int(time.time())
+        resp.model = resp.model or policy.model
+
+    # -- streams
+    async def _stream(self, req: ChatRequest, upstream: ModuleType, policy: Policy) -> None:
+        call = self.call
+        decoder = upstream.StreamDecoder()
+        encoder = self.fmt.StreamEncoder(req, self.route)
+        same = upstream is self.fmt
+        error_body = bytearray()
+
+        def on_chunk(chunk: bytes) -> None:
+            if call.status >= 400 or call.status == 0:
+                if len(error_body) < ERROR_BODY_MAX:
+                    error_body.extend(chunk)
+                return
+            self._relay(decoder.frames(chunk) if same else decoder.feed(chunk), encoder, same, policy)
+
+        await call.run(on_chunk)
+        if call.status >= 400 or call.status == 0:
+            raise self._upstream_error(upstream, bytes(error_body))
+        closing = decoder.close()  # a last event the upstream did not terminate
+        if same:
+            self._tap(closing, policy)
+        else:
+            self._relay(closing, encoder, False, policy)
+        if not self.finished and self.failed is None:
+            self.failed = GatewayError(502, ErrorKind.UPSTREAM, "the upstream stream ended before it finished")
+            self._emit(encoder.encode(StreamError(self.failed)), encoder)
+        if not same or self.failed is not None:
+            self._emit(encoder.close(), encoder)
+        if not self.sink.client_closed():
+            self.sink.finish()
+
+    def _relay(self, items: list, encoder: Any, same: bool, policy: Policy) -> None:
+        """Pass decoded upstream events (or, on the fast path, raw frames) to the client."""
+        out = []
+        if same:
+            for frame, events in items:
+                self._tap(events, policy)
+                out.append(encoder.relay(frame, events))
+        else:
+            for event in items:
+                self._tap((event,), policy)
+                out.append(encoder.encode(event))
+        self._emit(b"".join(out), encoder)
+
+    def _tap(self, events: Any, policy: Policy) -> None:
+        for ev in events:
+            if isinstance(ev, _CONTENT):
+                if self.ttft is None:
+                    self.ttft = time.monotonic()
+                if isinstance(ev, (TextDelta, ReasoningDelta)):
+                    self.out_chars += len(ev.text)
+                elif isinstance(ev, ToolCallDelta):
+                    self.out_chars += len(ev.args)
+                else:
+                    self.out_chars += len(ev.name)
+            elif isinstance(ev, UsageReport):
+                self.usage = ev.usage
+            elif isinstance(ev, Finish):
+                self.finished = True
+            elif isinstance(ev, Start):
+                self._fill_ids(ev, policy)
+                self.start_usage = ev.usage
+            elif isinstance(ev, StreamError):
+                self.failed = ev.error
+
+    def _emit(self, data: bytes, encoder: Any) -> None:
+        if not data:
+            return
+        if self.sink.client_closed():
+            self.call.cancel()
+            return
+        if not self.started:
+            self.started = True
+            self.sink.set_status(200)
+            self.sink.set_header("Content-Type", encoder.content_type)
+            self.sink.set_header("Cache-Control", "no-cache")
+            self.sink.set_header("X-Accel-Buffering", "no")
+        self.sink.write(data)
+        self.sink.flush()
+
+    # -- errors and accounting
+    def _upstream_error(self, upstream: ModuleType, body: bytes) -> GatewayError:
+        err = upstream.decode_error(self.call.status or 502, body)
+        if err.retry_after is None:
+            err.retry_after = _retry_after(self.call)
+        return err
+
+    def _fail(self, err: GatewayError) -> None:
+        self.failed = err
+        if self.sink.client_closed():
+            return
+        if self.started:  # headers are gone: report in-band, then end the stream cleanly
+            encoder = self.fmt.StreamEncoder(ChatRequest(None, []), self.route)
+            self.sink.write(encoder.encode(StreamError(err)) + encoder.close())
+            self.sink.finish()
+        else:
+            self.sink.write_gateway_error(err)
+
+    def _account(self) -> None:
+        rec = self.record
+        rec.latency_ms = (time.monotonic() - self.t0) * 1000
+        if self.ttft is not None:
+            rec.ttft_ms = (self.ttft - self.t0) * 1000
+        if self.failed is not None and rec.status == 200:
+            rec.status = self.failed.status
+            rec.error = self.failed.message[:500]
+        if self.call is not None and self.call.cancelled and rec.status == 200:
+            rec.status, rec.error = 499, "client closed the connection"
+        usage = self.usage
+        if usage is not None:
+            rec.input_tokens, rec.output_tokens, rec.cached_tokens = (
+                usage.input_tokens, usage.output_tokens, usage.cached_tokens)
+        elif self.out_chars or (self.call is not None and self.call.status == 200):
+            # No usage from the upstream (cut stream, or a server that reports none): estimate.
+            start = self.start_usage
+            rec.input_tokens = start.input_tokens if start and start.input_tokens else self.input_estimate
+            rec.output_tokens = tokens_for_chars(self.out_chars)
+            rec.estimated = True
+        if rec.status >= 400 and rec.status != 499:
+            log.info("request failed: client=%s provider=%s model=%s status=%s error=%s",
+                     rec.client_name, rec.provider, rec.model, rec.status, rec.error)
+        self.gw.record(rec)
+
+
+def _chars(resp: ChatResponse) -> int:
+    return sum(len(p.text) if isinstance(p, (TextPart, ReasoningPart)) else
+               len(p.arguments) + len(p.name) if isinstance(p, ToolCallPart) else 0 for p in resp.parts)
+
+
+async def chat(gw: Gateway, sink: Sink, fmt_name: str, route: Route, raw: bytes) -> None:
+    """Handle one chat request in the ``fmt_name`` wire format."""
+    await Exchange(gw, sink, FORMATS[fmt_name], route).run(raw)
