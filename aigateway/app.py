@@ -9,10 +9,11 @@ from pathlib import Path
 import tornado.web
 from tornado.ioloop import PeriodicCallback
 
-from aigateway import clients, upstream
+from aigateway import clients, upstream, usage
 from aigateway.config import Config
 from aigateway.db import Database
 from aigateway.keys import KeyIndex
+from aigateway.limits import Limiter, configured_defaults
 from aigateway.logs import log_request
 from aigateway.usage import UsageRecord
 
@@ -29,9 +30,12 @@ class Gateway:
         self.config = config
         self.db = Database(config.resolve("database.path"))
         self.keys = KeyIndex()
+        self.limiter = Limiter(config.timezone)
+        self.limit_defaults = configured_defaults(config.get)
         self.started_at = time.time()
         self._data_version: int | None = None
         self._watcher: PeriodicCallback | None = None
+        self.active: set = set()  # relay.Exchange objects in flight
         self.model_lists: dict[tuple[str, str, str], tuple[float, list[str]]] = {}  # models.py's cache
         upstream.configure(int(config.get("server.max_upstream_connections")))
 
@@ -43,9 +47,21 @@ class Gateway:
             self._watcher.start()
 
     async def reload_clients(self) -> None:
+        """Rebuild the key index; restore limit counters of new clients and of clients whose
+        usage was reset (at start-up: all), so a restart never hands out a fresh allowance."""
         self._data_version = await self.db.data_version()
-        rows = await self.db.read(clients.all_clients)
-        self.keys = KeyIndex(dict(r) for r in rows)
+        rows = [dict(r) for r in await self.db.read(clients.all_clients)]
+        before = {c["id"]: c["usage_reset_at"] for c in self.keys.clients()}
+        changed = {c["id"] for c in rows if before.get(c["id"]) != c["usage_reset_at"]}
+        if changed:
+            now = time.time()
+            starts = self.limiter.window_starts(now)
+            counts = await self.db.read(lambda conn: usage.window_counts(conn, *starts))
+            for client_id in changed:
+                self.limiter.restore(client_id, now, *counts.get(client_id, (0, 0, 0, 0, 0)))
+        for client_id in before.keys() - {c["id"] for c in rows}:
+            self.limiter.forget(client_id)
+        self.keys = KeyIndex(rows)
 
     async def _check_changes(self) -> None:
         """Another connection (the CLI) committed: rebuild the key index. One cheap PRAGMA a second."""

@@ -8,9 +8,19 @@ import sys
 import time
 from typing import Any
 
-from aigateway import clients
+from aigateway import clients, usage
 from aigateway.config import ConfigError, load
 from aigateway.keys import KEY_TYPES
+from aigateway.limits import LIMITS
+
+
+def _limit_value(text: str) -> int | str:
+    if text == clients.DEFAULT:
+        return text
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
 
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +34,9 @@ def _client_fields(parser: argparse.ArgumentParser, creating: bool) -> None:
     parser.add_argument("--system-prompt", help="prepended as a system message to every request")
     parser.add_argument("--base-url", help="overrides the provider's base_url for this client")
     parser.add_argument("--model", help="default model for this client")
+    for limit in LIMITS:
+        parser.add_argument(limit.flag, type=_limit_value, metavar="N",
+                            help=f"{limit.help} (0: unlimited; 'default': from config.yaml)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                         ("show", "show one client"), ("update", "change a client's settings"),
                         ("rotate-key", "replace a client's key and print the new one once"),
                         ("disable", "refuse the client's key"), ("enable", "accept the client's key again"),
-                        ("delete", "delete a client")):
+                        ("delete", "delete a client"), ("usage", "show usage counters and remaining quota"),
+                        ("reset-usage", "start the client's limits and quotas afresh")):
         p = actions.add_parser(name, help=help_)
         _config_arg(p)
         p.add_argument("--json", action="store_true", help="print JSON")
@@ -59,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
             _client_fields(p, creating=False)
         if name == "rotate-key":
             p.add_argument("--key-type", choices=KEY_TYPES, help="new key prefix (default: keep)")
+        if name == "usage":
+            p.add_argument("--days", type=int, default=1, help="how many days back (default 1: today)")
     return parser
 
 
@@ -76,6 +92,19 @@ def _print(args: argparse.Namespace, data: Any) -> None:
               f"model={row['default_model'] or '-'} last_used={when}")
 
 
+def _print_usage(args: argparse.Namespace, report: dict) -> None:
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"{report['client']}: today {report['today']}")
+    for name, item in report["limits"].items():
+        limit = item["limit"] or "unlimited"
+        print(f"  {name:<20} used {item['used']:<10} limit {limit:<10} remaining {item['remaining']}")
+    for day in report["days"]:
+        print(f"  {day['day']}  requests {day['requests']}  rejected {day['rejected']}  errors {day['errors']}  "
+              f"input {day['input_tokens']}  output {day['output_tokens']}")
+
+
 def client_command(args: argparse.Namespace) -> None:
     from aigateway.db import connect
 
@@ -83,6 +112,7 @@ def client_command(args: argparse.Namespace) -> None:
     conn = connect(config.resolve("database.path"))
     providers = list(config.providers)
     fields = {k: getattr(args, k, None) for k in ("provider", "system_prompt", "base_url")}
+    fields.update({limit.field: getattr(args, limit.field, None) for limit in LIMITS})
     fields["default_model"] = getattr(args, "model", None)
     action = args.action
     key = None
@@ -95,6 +125,11 @@ def client_command(args: argparse.Namespace) -> None:
         row, key = clients.rotate_key(conn, args.client, args.key_type)
     elif action == "show":
         row = clients.find(conn, args.client)
+    elif action == "usage":
+        _print_usage(args, usage.report(conn, clients.find(conn, args.client), config, args.days))
+        return
+    elif action == "reset-usage":
+        row = clients.reset_usage(conn, args.client)
     elif action == "update":
         row = clients.update(conn, args.client, providers=providers, name=args.name, **fields)
     elif action in ("disable", "enable"):

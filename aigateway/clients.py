@@ -8,10 +8,14 @@ import time
 from typing import Any
 
 from aigateway.keys import KEY_TYPES, display_prefix, generate_key, hash_key
+from aigateway.limits import LIMIT_FIELDS
 
-EDITABLE = ("name", "provider", "base_url", "system_prompt", "default_model", "enabled")
+EDITABLE = ("name", "provider", "base_url", "system_prompt", "default_model", "enabled", *LIMIT_FIELDS)
 PUBLIC = ("id", "name", "provider", "base_url", "system_prompt", "default_model", "enabled", "key_prefix",
-          "key_type", "created_at", "updated_at", "last_used_at")
+          "key_type", "created_at", "updated_at", "last_used_at", "usage_reset_at", *LIMIT_FIELDS)
+
+
+DEFAULT = "default"  # as a limit's value: clear the client's own value, use the config's default
 
 
 class ClientError(ValueError):
@@ -46,6 +50,11 @@ def _check(fields: dict[str, Any], providers: list[str] | None) -> None:
         raise ClientError("name: must not be empty")
     if providers is not None and "provider" in fields and fields["provider"] not in providers:
         raise ClientError(f"provider: unknown provider {fields['provider']!r} (known: {', '.join(providers)})")
+    for name in LIMIT_FIELDS:
+        value = fields.get(name)
+        bad = not isinstance(value, int) or isinstance(value, bool) or value < 0
+        if value is not None and value != DEFAULT and bad:
+            raise ClientError(f"{name}: must be a whole number >= 0 (0: unlimited)")
     base_url = fields.get("base_url")
     if base_url and not str(base_url).startswith(("http://", "https://")):
         raise ClientError("base_url: must start with http:// or https://")
@@ -80,7 +89,7 @@ def update(conn: sqlite3.Connection, ref: str | int, providers: list[str] | None
         sets = ", ".join(f"{k} = ?" for k in values)
         try:
             conn.execute(f"UPDATE clients SET {sets}, updated_at = ? WHERE id = ?",
-                         (*values.values(), time.time(), row["id"]))
+                         (*(None if v == DEFAULT else v for v in values.values()), time.time(), row["id"]))
         except sqlite3.IntegrityError:
             raise ClientError(f"name: a client named {values.get('name')!r} already exists") from None
     return find(conn, row["id"])
@@ -102,3 +111,11 @@ def delete(conn: sqlite3.Connection, ref: str | int) -> sqlite3.Row:
     row = find(conn, ref)
     conn.execute("DELETE FROM clients WHERE id = ?", (row["id"],))
     return row
+
+
+def reset_usage(conn: sqlite3.Connection, ref: str | int) -> sqlite3.Row:
+    """Start the client's limits afresh from now; the request log keeps its history."""
+    row = find(conn, ref)
+    conn.execute("UPDATE clients SET usage_reset_at = ?, updated_at = ? WHERE id = ?",
+                 (time.time(), time.time(), row["id"]))
+    return find(conn, row["id"])

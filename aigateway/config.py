@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import secrets
+import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server.https.key_file", "", "PEM private key"),
     Setting("server.max_upstream_connections", 1000,
             "Concurrent upstream requests (a stream holds one for its whole life)"),
+    Setting("server.shutdown_grace_seconds", 30,
+            "On SIGTERM/SIGINT, how long in-flight requests and streams may take to finish"),
     Setting("server.max_body_mb", 10, "Largest request body accepted, in MB (larger: 413)"),
     Setting("admin.username", "admin", "Admin UI user name"),
     Setting("admin.password_hash", "", "bcrypt hash of the admin password (generated when empty)"),
@@ -43,6 +46,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("defaults.quota.max_requests_per_day", 1000, "Per-client requests per day, quota (0: unlimited)"),
     Setting("defaults.quota.max_input_tokens", 1000000, "Largest input of one request, in tokens (0: unlimited)"),
     Setting("defaults.quota.max_output_tokens", 8192, "Output cap of one request, in tokens (0: unlimited)"),
+    Setting("defaults.timezone", "UTC", "Time zone (IANA name) whose midnight starts a new day for limits"),
     Setting("database.path", "./data/gateway.db", "SQLite file (relative paths: against the config's folder)"),
     Setting("logging.level", "info", "debug, info, warning or error"),
     Setting("logging.file", "./logs/gateway.log", "Rotating log file (relative: against the config's folder)"),
@@ -144,6 +148,10 @@ class Config:
     def get(self, dotted: str) -> Any:
         return _get(self.data, dotted)[1]
 
+    @property
+    def timezone(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.get("defaults.timezone"))
+
     def resolve(self, dotted: str) -> Path:
         """A path setting, relative to the config file's folder."""
         return (self.path.parent / str(self.get(dotted))).resolve()
@@ -161,6 +169,10 @@ def _validate(path: Path, data: dict, lines: dict[str, int]) -> dict[str, Provid
             fail(s.name, f"expected {_TYPE_NAMES[type(s.default)]}, got {value!r}")
     if data["logging"]["level"] not in _LEVELS:
         fail("logging.level", f"expected one of {', '.join(_LEVELS)}")
+    try:
+        zoneinfo.ZoneInfo(data["defaults"]["timezone"])
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        fail("defaults.timezone", f"unknown time zone {data['defaults']['timezone']!r}")
     providers = data.get("providers") or {}
     if not isinstance(providers, dict):
         fail("providers", "expected a mapping of provider names to settings")

@@ -36,5 +36,8 @@ class KeyIndex:
         # The dict lookup is on a SHA-256 of the key, so its timing reveals nothing usable.
         return self._by_hash.get(hash_key(key))
 
+    def clients(self) -> Iterable[Mapping]:
+        return self._by_hash.values()
+
     def __len__(self) -> int:
         return len(self._by_hash)

@@ -32,7 +32,11 @@ def m001_initial(db: sqlite3.Connection) -> None:
             key_type TEXT NOT NULL DEFAULT 'sk-',
             created_at REAL NOT NULL,
             updated_at REAL NOT NULL,
-            last_used_at REAL
+            last_used_at REAL,
+            usage_reset_at REAL NOT NULL DEFAULT 0,
+            rpm INTEGER, rph INTEGER, rpd INTEGER,
+            daily_input_tokens INTEGER, daily_output_tokens INTEGER, daily_requests INTEGER,
+            max_input_tokens INTEGER, max_output_tokens INTEGER
         );
         CREATE TABLE request_log (
             id INTEGER PRIMARY KEY,
@@ -49,6 +53,7 @@ def m001_initial(db: sqlite3.Connection) -> None:
             output_tokens INTEGER NOT NULL DEFAULT 0,
             cached_tokens INTEGER NOT NULL DEFAULT 0,
             stream INTEGER NOT NULL DEFAULT 0,
+            admitted INTEGER NOT NULL DEFAULT 0,
             estimated INTEGER NOT NULL DEFAULT 0,
             error TEXT NOT NULL DEFAULT ''
         );
@@ -60,6 +65,7 @@ def m001_initial(db: sqlite3.Connection) -> None:
             model TEXT NOT NULL,
             requests INTEGER NOT NULL DEFAULT 0,
             errors INTEGER NOT NULL DEFAULT 0,
+            rejected INTEGER NOT NULL DEFAULT 0,
             input_tokens INTEGER NOT NULL DEFAULT 0,
             output_tokens INTEGER NOT NULL DEFAULT 0,
             PRIMARY KEY (day, client_id, model)

@@ -14,6 +14,7 @@ import orjson
 from tornado.httputil import HTTPServerRequest
 
 from aigateway.formats import FORMATS
+from aigateway.limits import Headroom, LimitExceeded, Reservation, duration, effective_limits
 from aigateway.model import (
     ChatRequest,
     ChatResponse,
@@ -154,8 +155,11 @@ class Exchange:
         self.failed: GatewayError | None = None
         self.out_chars = 0
         self.input_estimate = 0
+        self.reservation: Reservation | None = None
+        self.headers: dict[str, str] = {}
 
     async def run(self, raw: bytes) -> None:
+        self.gw.active.add(self)
         try:
             await self._run(raw)
         except GatewayError as err:
@@ -163,6 +167,7 @@ class Exchange:
         except ClientGone:
             self.record.status, self.record.error = 499, "client closed the connection"
         finally:
+            self.gw.active.discard(self)
             self._account()
 
     async def _run(self, raw: bytes) -> None:
@@ -178,6 +183,7 @@ class Exchange:
                         stream_usage=kind.stream_usage, max_tokens_field=kind.max_tokens_field)
         self.record.model = policy.model
         self.input_estimate = estimate_input(req) + estimate_tokens(policy.system or "")
+        policy.max_tokens = self._admit(client, req.params.max_tokens)
         upstream = FORMATS[kind.format]
         if upstream is self.fmt:
             path, out = self.fmt.patch_request(body, policy, self.route)
@@ -190,6 +196,20 @@ class Exchange:
             await self._stream(req, upstream, policy)
         else:
             await self._plain(req, upstream, policy)
+
+    def _admit(self, client: dict, asked_output: int | None) -> int | None:
+        """Check and count the client's limits; returns the output cap to send upstream."""
+        gw, now = self.gw, time.time()
+        limits = effective_limits(client, gw.limit_defaults)
+        try:
+            self.reservation = gw.limiter.admit(client["id"], limits, self.input_estimate, asked_output, now)
+        except LimitExceeded as exc:
+            raise limit_error(exc, gw.limiter.headroom(client["id"], limits, now)) from None
+        self.record.admitted = True
+        self.headers = ratelimit_headers(gw.limiter.headroom(client["id"], limits, now))
+        for name, value in self.headers.items():
+            self.sink.set_header(name, value)
+        return self.reservation.max_output
 
     # -- plain responses
     async def _plain(self, req: ChatRequest, upstream: ModuleType, policy: Policy) -> None:
@@ -310,6 +330,11 @@ class Exchange:
             err.retry_after = _retry_after(self.call)
         return err
 
+    def abort(self) -> None:
+        """End this exchange early (shutdown grace period over): the client gets a clean error."""
+        if self.call is not None:
+            self.call.cancel(GatewayError(503, ErrorKind.OVERLOADED, "the gateway is shutting down"))
+
     def _fail(self, err: GatewayError) -> None:
         self.failed = err
         if self.sink.client_closed():
@@ -341,10 +366,43 @@ class Exchange:
             rec.input_tokens = start.input_tokens if start and start.input_tokens else self.input_estimate
             rec.output_tokens = tokens_for_chars(self.out_chars)
             rec.estimated = True
+        if self.reservation is not None:
+            self.gw.limiter.settle(self.reservation, rec.input_tokens, rec.output_tokens, time.time())
         if rec.status >= 400 and rec.status != 499:
             log.info("request failed: client=%s provider=%s model=%s status=%s error=%s",
                      rec.client_name, rec.provider, rec.model, rec.status, rec.error)
         self.gw.record(rec)
+
+
+_RATE_LIMITS = ("rpm", "rph", "rpd")
+
+
+def limit_error(exc: LimitExceeded, room: Headroom) -> GatewayError:
+    """A 429 naming the limit hit and when it resets. The per-request caps never reset, so
+    retrying is pointless: ``x-should-retry: false`` stops the SDKs' automatic retries."""
+    rate = exc.limit in _RATE_LIMITS
+    headers = ratelimit_headers(room)
+    if exc.retry_after:
+        message = f"{'Rate limit' if rate else 'Quota'} exceeded: {exc.message}; resets in {duration(exc.retry_after)}."
+    else:
+        message = f"Request too large for this client: {exc.message}."
+        headers["x-should-retry"] = "false"
+    return GatewayError(429, ErrorKind.RATE_LIMIT if rate else ErrorKind.QUOTA, message, param=exc.limit,
+                        retry_after=exc.retry_after or None, limit=exc.limit, headers=headers)
+
+
+def ratelimit_headers(room: Headroom) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers for the tightest request window and token quota."""
+    out = {}
+    if room.limit_requests is not None:
+        out["x-ratelimit-limit-requests"] = str(room.limit_requests)
+        out["x-ratelimit-remaining-requests"] = str(room.remaining_requests)
+        out["x-ratelimit-reset-requests"] = duration(room.reset_requests)
+    if room.limit_tokens is not None:
+        out["x-ratelimit-limit-tokens"] = str(room.limit_tokens)
+        out["x-ratelimit-remaining-tokens"] = str(room.remaining_tokens)
+        out["x-ratelimit-reset-tokens"] = duration(room.reset_tokens)
+    return out
 
 
 def _chars(resp: ChatResponse) -> int:

@@ -38,8 +38,16 @@ async def serve(config_path: str, port: int | None, host: str | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("shutting down")
+    grace = float(config.get("server.shutdown_grace_seconds"))
+    log.info("shutting down: no new connections; waiting up to %.0fs for %d requests", grace, len(gateway.active))
     server.stop()
+    deadline = loop.time() + grace
+    while gateway.active and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    for exchange in list(gateway.active):  # past the grace period: end them cleanly, still accounted
+        exchange.abort()
+    while gateway.active and loop.time() < deadline + 5:
+        await asyncio.sleep(0.05)
     await server.close_all_connections()
     gateway.close()
     log.info("stopped")

@@ -45,10 +45,15 @@ class Call:
         self.status = 0
         self.headers = HTTPHeaders()
         self.cancelled = False
+        self.reason: GatewayError | None = None
+        self._sink: Callable[[bytes], None] | None = None
+        self._pending: list[bytes] | None = []  # chunks that overtook the header lines (None: headers seen)
 
-    def cancel(self) -> None:
-        """Abort the transfer (libcurl checks within ~50 ms): nobody is reading any more."""
+    def cancel(self, reason: GatewayError | None = None) -> None:
+        """Abort the transfer (libcurl checks within ~50 ms). Without a reason the client left
+        (``run`` raises ClientGone); with one, ``run`` raises it so the client is told why."""
         self.cancelled = True
+        self.reason = self.reason or reason
 
     def _on_header(self, line: str) -> None:
         if line.startswith("HTTP/"):
@@ -57,6 +62,21 @@ class Call:
             self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
         elif line.strip():
             self.headers.parse_line(line.rstrip("\r\n"))
+        elif self.status >= 200:  # the blank line ending the final (not 100 Continue) header block
+            self._release()
+
+    def _on_chunk(self, chunk: bytes) -> None:
+        # Tornado queues header lines and body chunks on the IOLoop separately, and a response that
+        # arrives whole can deliver its body first: hold chunks until the status is known.
+        if self._pending is None:
+            self._sink(chunk)
+        else:
+            self._pending.append(chunk)
+
+    def _release(self) -> None:
+        pending, self._pending = self._pending, None
+        for chunk in pending or ():
+            self._sink(chunk)
 
     def _prepare(self, curl: pycurl.Curl) -> None:
         curl.setopt(pycurl.NOPROGRESS, 0)
@@ -75,22 +95,26 @@ class Call:
             body=self.body,
             connect_timeout=CONNECT_TIMEOUT,
             request_timeout=0 if self.stream else self.provider.timeout_seconds,
-            streaming_callback=on_chunk,
+            streaming_callback=self._on_chunk if on_chunk else None,
             header_callback=self._on_header,
             prepare_curl_callback=self._prepare,
             user_agent=USER_AGENT,
             decompress_response=True,
         )
+        self._sink = on_chunk
         try:
             response = await AsyncHTTPClient().fetch(request, raise_error=False)
         except CurlError as exc:
             if self.cancelled:
+                if self.reason is not None:
+                    raise self.reason from None
                 raise ClientGone() from None
             status, kind, message = _CURL_ERRORS.get(exc.errno, (502, ErrorKind.UPSTREAM, "upstream failure"))
             if exc.errno == 28 and self.stream and self.status:
                 message = "the upstream stream stalled"
             raise GatewayError(status, kind, f"{message} ({self.provider.name}: {exc.message})") from None
         self.status = response.code
+        self._release()
         return response.body if on_chunk is None else b""
 
 

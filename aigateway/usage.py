@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
+from aigateway.limits import Limiter, configured_defaults, effective_limits
 from aigateway.model import ChatRequest, ImagePart, TextPart, ToolCallPart, ToolResultPart
 
 CHARS_PER_TOKEN = 4
@@ -67,6 +70,7 @@ class UsageRecord:
     output_tokens: int = 0
     cached_tokens: int = 0
     stream: bool = False
+    admitted: bool = False  # passed authentication, validation and limits: counts toward limits
     estimated: bool = False
     error: str = ""
 
@@ -75,27 +79,29 @@ class UsageRecord:
         """Store a batch: one log row each, daily counters summed per (day, client, model)."""
         conn.executemany(
             "INSERT INTO request_log (ts, client_id, client_name, provider, model, inbound, status, latency_ms,"
-            " ttft_ms, input_tokens, output_tokens, cached_tokens, stream, estimated, error)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " ttft_ms, input_tokens, output_tokens, cached_tokens, stream, admitted, estimated, error)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [(r.ts, r.client_id, r.client_name, r.provider, r.model, r.inbound, r.status, r.latency_ms,
-              r.ttft_ms, r.input_tokens, r.output_tokens, r.cached_tokens, int(r.stream), int(r.estimated),
-              r.error) for r in records],
+              r.ttft_ms, r.input_tokens, r.output_tokens, r.cached_tokens, int(r.stream), int(r.admitted),
+              int(r.estimated), r.error) for r in records],
         )
         daily: dict[tuple[str, int, str], list[int]] = {}
         last_used: dict[int, float] = {}
         for r in records:
             if r.client_id is None:
                 continue
-            row = daily.setdefault((day_of(r.ts), r.client_id, r.model), [0, 0, 0, 0])
-            row[0] += 1
-            row[1] += r.status >= 400
-            row[2] += r.input_tokens
-            row[3] += r.output_tokens
+            row = daily.setdefault((day_of(r.ts), r.client_id, r.model), [0, 0, 0, 0, 0])
+            row[0] += r.admitted
+            row[1] += r.admitted and r.status >= 400
+            row[2] += not r.admitted
+            row[3] += r.input_tokens
+            row[4] += r.output_tokens
             last_used[r.client_id] = max(r.ts, last_used.get(r.client_id, 0))
         conn.executemany(
-            "INSERT INTO daily_usage (day, client_id, model, requests, errors, input_tokens, output_tokens)"
-            " VALUES (?,?,?,?,?,?,?) ON CONFLICT (day, client_id, model) DO UPDATE SET"
+            "INSERT INTO daily_usage (day, client_id, model, requests, errors, rejected, input_tokens, output_tokens)"
+            " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (day, client_id, model) DO UPDATE SET"
             " requests = requests + excluded.requests, errors = errors + excluded.errors,"
+            " rejected = rejected + excluded.rejected,"
             " input_tokens = input_tokens + excluded.input_tokens,"
             " output_tokens = output_tokens + excluded.output_tokens",
             [(*key, *vals) for key, vals in daily.items()],
@@ -108,9 +114,41 @@ def client_usage(conn: sqlite3.Connection, client_id: int, days: int = 1) -> lis
     """Daily totals for one client over the last ``days`` UTC days, newest first."""
     since = day_of(time.time() - 86400 * (days - 1))
     rows = conn.execute(
-        "SELECT day, SUM(requests) AS requests, SUM(errors) AS errors, SUM(input_tokens) AS input_tokens,"
+        "SELECT day, SUM(requests) AS requests, SUM(errors) AS errors, SUM(rejected) AS rejected,"
+        " SUM(input_tokens) AS input_tokens,"
         " SUM(output_tokens) AS output_tokens FROM daily_usage WHERE client_id = ? AND day >= ?"
         " GROUP BY day ORDER BY day DESC",
         (client_id, since),
     ).fetchall()
     return [dict(r) for r in rows]
+
+
+def window_counts(conn: sqlite3.Connection, minute: float, hour: float, day: float) -> dict[int, tuple]:
+    """Per client: admitted requests since each window start, and tokens since the day start,
+    counting only what came after the client's last usage reset. Read once at start-up and after
+    a reset, so the limiter never hands out a fresh allowance."""
+    rows = conn.execute(
+        "SELECT r.client_id, SUM(r.ts >= ?), SUM(r.ts >= ?), COUNT(*), SUM(r.input_tokens), SUM(r.output_tokens)"
+        " FROM request_log r JOIN clients c ON c.id = r.client_id"
+        " WHERE r.ts >= ? AND r.admitted = 1 AND r.ts > c.usage_reset_at GROUP BY r.client_id",
+        (minute, hour, day),
+    ).fetchall()
+    return {row[0]: tuple(int(v or 0) for v in row[1:]) for row in rows}
+
+
+def report(conn: sqlite3.Connection, client: Mapping[str, Any], config: Any, days: int = 1) -> dict:
+    """A client's counters, limits and remaining quota as stored (what ``client usage`` prints)."""
+    limiter = Limiter(config.timezone)
+    now = time.time()
+    minute, hour, day = limiter.window_starts(now)
+    counts = window_counts(conn, minute, hour, day).get(client["id"], (0, 0, 0, 0, 0))
+    limits = effective_limits(client, configured_defaults(config.get))
+    used = {"rpm": counts[0], "rph": counts[1], "rpd": counts[2], "daily_requests": counts[2],
+            "daily_input_tokens": counts[3], "daily_output_tokens": counts[4]}
+    out = {name: {"limit": limits[name], "used": value,
+                  "remaining": max(0, limits[name] - value) if limits[name] else None}
+           for name, value in used.items()}
+    for name in ("max_input_tokens", "max_output_tokens"):
+        out[name] = {"limit": limits[name], "used": None, "remaining": None}
+    return {"client": client["name"], "today": datetime.fromtimestamp(day, config.timezone).strftime("%Y-%m-%d"),
+            "limits": out, "days": client_usage(conn, client["id"], days)}

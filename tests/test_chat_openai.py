@@ -22,7 +22,8 @@ def test_plain_completion_with_system_prompt(gateway, fake_requests):
     assert resp.usage.completion_tokens > 0 and resp.usage.prompt_tokens > 0
     sent = [r for r in fake_requests() if r["path"] == "/v1/chat/completions"][-1]
     assert sent["body"]["messages"][0] == {"role": "system", "content": "Answer in French."}
-    assert sent["headers"]["Authorization"] == "Bearer sk-upstream-openai-secret"  # ours, not the client's
+    headers = {k.lower(): v for k, v in sent["headers"].items()}
+    assert headers["authorization"] == "Bearer sk-upstream-openai-secret"  # ours, not the client's
 
 
 def test_stream_relays_chunks_and_usage(gateway):

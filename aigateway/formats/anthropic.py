@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from aigateway.formats.framing import SSEDecoder, SSEFrame, sse_json
+from aigateway.formats.framing import SSEDecoder, SSEFrame, sse, sse_json
 from aigateway.model import (
     ChatRequest,
     ChatResponse,
@@ -54,8 +54,9 @@ JSON_INSTRUCTION = "Respond with one valid JSON object only, with no other text 
 EFFORT_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384, "xhigh": 32768, "max": 32768}
 MIN_BUDGET = 1024
 
-_KNOWN = frozenset({"model", "messages", "max_tokens", "system", "temperature", "top_p", "top_k", "stop_sequences",
-                    "stream", "metadata", "tools", "tool_choice", "thinking", "output_config"})
+_KNOWN = frozenset({"model", "messages", "max_tokens", "system", "temperature", "top_p", "top_k",
+                    "stop_sequences", "stream", "metadata", "tools", "tool_choice", "thinking",
+                    "output_config"})
 _FINISH = {"end_turn": FinishReason.STOP, "stop_sequence": FinishReason.STOP, "pause_turn": FinishReason.STOP,
            "max_tokens": FinishReason.LENGTH, "model_context_window_exceeded": FinishReason.LENGTH,
            "tool_use": FinishReason.TOOL_CALLS, "refusal": FinishReason.CONTENT_FILTER}
@@ -67,11 +68,13 @@ _CHOICE_OUT = {v: k for k, v in _CHOICE_IN.items()}
 _ERROR_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
                  "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
                  "rate_limit_error": 429, "api_error": 500, "timeout_error": 504, "overloaded_error": 529}
-_ERROR_TYPE = {ErrorKind.INVALID_REQUEST: "invalid_request_error", ErrorKind.AUTHENTICATION: "authentication_error",
-               ErrorKind.PERMISSION: "permission_error", ErrorKind.NOT_FOUND: "not_found_error",
-               ErrorKind.REQUEST_TOO_LARGE: "request_too_large", ErrorKind.RATE_LIMIT: "rate_limit_error",
-               ErrorKind.QUOTA: "billing_error", ErrorKind.SERVER: "api_error", ErrorKind.UPSTREAM: "api_error",
-               ErrorKind.OVERLOADED: "overloaded_error", ErrorKind.TIMEOUT: "timeout_error"}
+_ERROR_TYPE = {ErrorKind.INVALID_REQUEST: "invalid_request_error", ErrorKind.QUOTA: "billing_error",
+               ErrorKind.AUTHENTICATION: "authentication_error", ErrorKind.PERMISSION: "permission_error",
+               ErrorKind.NOT_FOUND: "not_found_error", ErrorKind.REQUEST_TOO_LARGE: "request_too_large",
+               ErrorKind.RATE_LIMIT: "rate_limit_error", ErrorKind.SERVER: "api_error",
+               ErrorKind.UPSTREAM: "api_error", ErrorKind.OVERLOADED: "overloaded_error",
+               ErrorKind.TIMEOUT: "timeout_error"}
+_CONTENT_EVENTS = frozenset({"content_block_start", "content_block_delta", "message_delta"})
 _TYPE_NAMES = {str: "a string", int: "an integer", (int, float): "a number", bool: "a boolean",
                list: "a list", dict: "an object"}
 
@@ -100,18 +103,19 @@ def _text(content: Any) -> str:
     """Text of a string or of a block list's text blocks (tool results, system)."""
     if isinstance(content, str):
         return content
-    return "\n".join(b["text"] for b in content or () if isinstance(b, dict) and isinstance(b.get("text"), str))
+    texts = (b.get("text") for b in content or () if isinstance(b, dict))
+    return "\n".join(t for t in texts if isinstance(t, str))
 
 
 def _source(block: dict, at: str) -> TextPart | ImagePart | None:
     src = _need(block, "source", dict, at)
-    kind, doc = src.get("type"), block["type"] == "document"
+    kind, doc, at = src.get("type"), block["type"] == "document", at + "source."
     if kind == "base64":
-        return ImagePart(media_type=_get(src, "media_type", str, at), data=_need(src, "data", str, at + "source."))
+        return ImagePart(media_type=_get(src, "media_type", str, at), data=_need(src, "data", str, at))
     if kind == "url":
-        return ImagePart(url=_need(src, "url", str, at + "source."), media_type="application/pdf" if doc else None)
+        return ImagePart(url=_need(src, "url", str, at), media_type="application/pdf" if doc else None)
     if kind == "text":
-        return TextPart(_get(src, "data", str, at + "source.") or "")
+        return TextPart(_get(src, "data", str, at) or "")
     return None  # file ids and other sources have no neutral form; the fast path keeps them
 
 
@@ -119,7 +123,7 @@ def _parts(content: Any, where: str) -> list:
     if isinstance(content, str):
         return [TextPart(content)]
     if not isinstance(content, list):
-        raise invalid(f"{where}content: Input should be a string or a list of content blocks", where + "content")
+        raise invalid(f"{where}content: Input should be a string or a list of blocks", where + "content")
     parts: list = []
     for j, block in enumerate(content):
         at = f"{where}content.{j}."
@@ -137,11 +141,12 @@ def _parts(content: Any, where: str) -> list:
         elif kind == "tool_result":
             result = block.get("content")
             if result is not None and not isinstance(result, (str, list)):
-                raise invalid(f"{at}content: Input should be a string or a list of content blocks", at + "content")
+                raise invalid(f"{at}content: Input should be a string or a list of blocks", at + "content")
             parts.append(ToolResultPart(_need(block, "tool_use_id", str, at), _text(result),
                                         is_error=bool(_get(block, "is_error", bool, at))))
         elif kind == "thinking":
-            parts.append(ReasoningPart(_get(block, "thinking", str, at) or "", _get(block, "signature", str, at)))
+            text, signature = _get(block, "thinking", str, at) or "", _get(block, "signature", str, at)
+            parts.append(ReasoningPart(text, signature))
         elif kind == "redacted_thinking":
             parts.append(ReasoningPart(redacted=_need(block, "data", str, at)))
         # other blocks (server tools, search results, ...) have no neutral form; the fast path keeps them
@@ -194,22 +199,22 @@ def decode_request(body: dict, route: Route) -> ChatRequest:
             max_tokens=max_tokens, temperature=_get(body, "temperature", (int, float)),
             top_p=_get(body, "top_p", (int, float)), top_k=_get(body, "top_k", int), stop=stop,
             user=_get(metadata, "user_id", str, "metadata."), reasoning_effort=_get(output, "effort", str),
-            reasoning_budget=_get(thinking, "budget_tokens", int, "thinking.") if thinking.get("type") == "enabled"
-            else None)
+            reasoning_budget=_need(thinking, "budget_tokens", int, "thinking.")
+            if thinking.get("type") == "enabled" else None)
         choice = _get(body, "tool_choice", dict)
         tool_choice = parallel = None
         if choice is not None:
             if choice.get("type") not in _CHOICE_IN:
-                raise invalid("tool_choice.type: Input should be 'auto', 'any', 'tool' or 'none'", "tool_choice")
+                raise invalid("tool_choice.type: expected 'auto', 'any', 'tool' or 'none'", "tool_choice")
             name = _need(choice, "name", str, "tool_choice.") if choice["type"] == "tool" else None
             tool_choice = ToolChoice(_CHOICE_IN[choice["type"]], name)
             disable = _get(choice, "disable_parallel_tool_use", bool, "tool_choice.")
             parallel = None if disable is None else not disable
         fmt = _get(output, "format", dict, "output_config.")
         stream = bool(_get(body, "stream", bool))
+        systems = [system] if isinstance(system, str) else [_text([b]) for b in system or ()]
         return ChatRequest(
-            model=_get(body, "model", str), messages=messages,
-            system=[s for s in ([system] if isinstance(system, str) else [_text([b]) for b in system or ()]) if s],
+            model=_get(body, "model", str), messages=messages, system=[s for s in systems if s],
             params=params, tools=_tools(_get(body, "tools", list) or []), tool_choice=tool_choice,
             parallel_tool_calls=parallel,
             response_format=ResponseFormat("json_schema", _get(fmt, "schema", dict, "output_config.format."))
@@ -241,14 +246,15 @@ def _arguments(text: str) -> dict:
 
 def _encode_part(part: Any, role: str) -> dict | None:
     if isinstance(part, TextPart):
-        return {"type": "text", "text": part.text} if part.text else None  # §3.3: empty text is a 400
+        return {"type": "text", "text": part.text} if part.text.strip() else None  # §3.3: empty text is a 400
     if isinstance(part, ImagePart):
         doc = part.media_type == "application/pdf"
         source = ({"type": "base64", "media_type": part.media_type or "image/png", "data": part.data}
                   if part.data else {"type": "url", "url": part.url})
         return {"type": "document" if doc else "image", "source": source}
     if isinstance(part, ToolCallPart) and role == "assistant":
-        return {"type": "tool_use", "id": _tool_id(part.id), "name": part.name, "input": _arguments(part.arguments)}
+        return {"type": "tool_use", "id": _tool_id(part.id), "name": part.name,
+                "input": _arguments(part.arguments)}
     if isinstance(part, ToolResultPart):
         block: dict[str, Any] = {"type": "tool_result", "tool_use_id": _tool_id(part.tool_call_id)}
         if part.content:
@@ -279,12 +285,13 @@ def _encode_messages(messages: list[Message]) -> list[dict]:
             continue
         if turns and turns[-1]["role"] == role:
             blocks = turns.pop()["content"] + blocks
-        turns.append({"role": role, "content": [b for b in blocks if _first(b)] + [b for b in blocks if not _first(b)]})
+        blocks = [b for b in blocks if _first(b)] + [b for b in blocks if not _first(b)]
+        turns.append({"role": role, "content": blocks})
     if not turns or turns[0]["role"] == "assistant":
         turns.insert(0, {"role": "user", "content": [{"type": "text", "text": CONTINUE_TEXT}]})
     last = turns[-1]["content"][-1]
     if turns[-1]["role"] == "assistant" and last["type"] == "text":  # a prefill may not end in whitespace
-        last["text"] = last["text"].rstrip() or "."
+        last["text"] = last["text"].rstrip()
     return turns
 
 
@@ -307,7 +314,8 @@ def encode_request(req: ChatRequest, policy: Policy) -> tuple[str, dict]:
     if system:
         body["system"] = "\n\n".join(system)
     max_tokens, budget = p.max_tokens or DEFAULT_MAX_TOKENS, _budget(p)
-    if budget and not (req.tool_choice and req.tool_choice.mode in ("required", "tool")):  # §3.3: no forced tools
+    forced = req.tool_choice is not None and req.tool_choice.mode in ("required", "tool")
+    if budget and not forced:  # thinking may not be combined with forced tool use (§3.3)
         if p.max_tokens is None:
             max_tokens = budget + DEFAULT_MAX_TOKENS
         budget = min(budget, max_tokens - 1)  # max_tokens must exceed the budget (§3.1)
@@ -338,7 +346,8 @@ def encode_request(req: ChatRequest, policy: Policy) -> tuple[str, dict]:
         if choice:
             body["tool_choice"] = choice
     if req.response_format and req.response_format.type == "json_schema":
-        body["output_config"] = {"format": {"type": "json_schema", "schema": req.response_format.schema or {}}}
+        schema = req.response_format.schema or {}
+        body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     if p.user:
         body["metadata"] = {"user_id": p.user}
     if req.stream:
@@ -354,8 +363,10 @@ def patch_request(body: dict, policy: Policy, route: Route) -> tuple[str, dict]:
         system = body.get("system")
         if isinstance(system, list):
             body["system"] = [{"type": "text", "text": policy.system}, *system]
+        elif isinstance(system, str) and system:
+            body["system"] = f"{policy.system}\n\n{system}"
         else:
-            body["system"] = f"{policy.system}\n\n{system}" if isinstance(system, str) and system else policy.system
+            body["system"] = policy.system
     asked = body.get("max_tokens")
     asked = asked if isinstance(asked, int) and not isinstance(asked, bool) and asked > 0 else None
     cap = policy.max_tokens
@@ -384,8 +395,8 @@ def _usage(raw: Any) -> Usage | None:
         return None
     read, write = _int(raw.get("cache_read_input_tokens")), _int(raw.get("cache_creation_input_tokens"))
     details = raw.get("output_tokens_details")
-    return Usage(input_tokens=_int(raw.get("input_tokens")) + read + write, output_tokens=_int(raw.get("output_tokens")),
-                 cached_tokens=read, cache_write_tokens=write,
+    return Usage(input_tokens=_int(raw.get("input_tokens")) + read + write,
+                 output_tokens=_int(raw.get("output_tokens")), cached_tokens=read, cache_write_tokens=write,
                  reasoning_tokens=_int(details.get("thinking_tokens")) if isinstance(details, dict) else 0)
 
 
@@ -478,21 +489,24 @@ class StreamDecoder:
         try:
             return self._event(str(data.get("type") or frame.event), data)
         except (TypeError, AttributeError, ValueError):
-            return [StreamError(GatewayError(502, ErrorKind.UPSTREAM, "upstream sent a malformed stream event"))]
+            return [StreamError(GatewayError(502, ErrorKind.UPSTREAM, "upstream sent a malformed event"))]
 
     def _event(self, kind: str, data: dict) -> list[Event]:
         events: list[Event] = []
-        if kind == "error":
+        if kind == "error":  # in-band, after a 200: the type says what the status would have been
             err = data.get("error") if isinstance(data.get("error"), dict) else {}
-            return [StreamError(_error(err.get("type"), str(err.get("message") or "upstream stream error"), 500))]
-        if kind == "message_start" or not self._started:
-            message = data.get("message") or {} if kind == "message_start" else {}
+            kind, message = err.get("type"), str(err.get("message") or "upstream stream error")
+            return [StreamError(_error(_ERROR_STATUS.get(kind, 500), message, kind))]
+        if kind == "message_start" or (not self._started and kind in _CONTENT_EVENTS):
+            if self._started:
+                return []
+            message = data.get("message") if kind == "message_start" else None
+            message = message if isinstance(message, dict) else {}
             self._started = True
             self._usage.update(message.get("usage") or {})
             events.append(Start(str(message.get("id") or ""), str(message.get("model") or ""), 0,
                                 _usage(self._usage) if self._usage else None))
-        block = data.get("content_block") or {}
-        delta = data.get("delta") or {}
+        block, delta, index = data.get("content_block") or {}, data.get("delta") or {}, data.get("index")
         if kind == "content_block_start":
             btype = block.get("type")
             if btype == "text" and block.get("text"):
@@ -502,10 +516,10 @@ class StreamDecoder:
             elif btype == "redacted_thinking":
                 events.append(ReasoningDelta(redacted=str(block.get("data") or "")))
             elif btype == "tool_use":  # server_tool_use runs at Anthropic: not the client's call
-                index = self._blocks[data.get("index")] = len(self._blocks)
-                events.append(ToolCallStart(index, str(block.get("id") or ""), str(block.get("name") or "")))
+                call = self._blocks[index] = len(self._blocks)
+                events.append(ToolCallStart(call, str(block.get("id") or ""), str(block.get("name") or "")))
                 if block.get("input"):
-                    events.append(ToolCallDelta(index, orjson.dumps(block["input"]).decode()))
+                    events.append(ToolCallDelta(call, orjson.dumps(block["input"]).decode()))
         elif kind == "content_block_delta":
             dtype = delta.get("type")
             if dtype == "text_delta" and delta.get("text"):
@@ -514,8 +528,8 @@ class StreamDecoder:
                 events.append(ReasoningDelta(delta["thinking"]))
             elif dtype == "signature_delta" and delta.get("signature"):
                 events.append(ReasoningDelta(signature=delta["signature"]))
-            elif dtype == "input_json_delta" and delta.get("partial_json") and data.get("index") in self._blocks:
-                events.append(ToolCallDelta(self._blocks[data["index"]], delta["partial_json"]))
+            elif dtype == "input_json_delta" and delta.get("partial_json") and index in self._blocks:
+                events.append(ToolCallDelta(self._blocks[index], delta["partial_json"]))
         elif kind == "message_delta":
             finish = _finish(delta.get("stop_reason"))
             if finish:
@@ -553,8 +567,8 @@ class StreamEncoder:
         self._started = True
         start = event or Start("", self._model, 0)
         usage = _encode_usage(start.usage or Usage())
-        message = {"id": start.id, "type": "message", "role": "assistant", "model": start.model, "content": [],
-                   "stop_reason": None, "stop_sequence": None, "usage": usage}
+        message = {"id": start.id, "type": "message", "role": "assistant", "model": start.model,
+                   "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage}
         return sse_json({"type": "message_start", "message": message}, "message_start")
 
     def _block(self, kind: str | int, block: dict) -> bytes:
@@ -571,13 +585,13 @@ class StreamEncoder:
         return sse_json({"type": "content_block_stop", "index": self._index}, "content_block_stop")
 
     def _delta(self, delta: dict, index: int | None = None) -> bytes:
-        data = {"type": "content_block_delta", "index": self._index if index is None else index, "delta": delta}
-        return sse_json(data, "content_block_delta")
+        data = {"type": "content_block_delta", "index": self._index if index is None else index}
+        return sse_json({**data, "delta": delta}, "content_block_delta")
 
     def encode(self, event: Event) -> bytes:
         if isinstance(event, StreamError):
             self._failed = True
-            return encode_error(event.error)[2].join((b"event: error\ndata: ", b"\n\n"))
+            return sse(encode_error(event.error)[2], "error")
         if isinstance(event, UsageReport):
             self._usage = event.usage
             return b""
@@ -601,10 +615,12 @@ class StreamEncoder:
                 self._signed = True
                 out += self._delta({"type": "signature_delta", "signature": event.signature})
         elif isinstance(event, ToolCallStart):
-            out += self._block(event.index, {"type": "tool_use", "id": event.id, "name": event.name, "input": {}})
+            block = {"type": "tool_use", "id": event.id, "name": event.name, "input": {}}
+            out += self._block(event.index, block)
             self._tools[event.index] = self._index
         elif isinstance(event, ToolCallDelta) and event.args and event.index in self._tools:
-            out += self._delta({"type": "input_json_delta", "partial_json": event.args}, self._tools[event.index])
+            delta = {"type": "input_json_delta", "partial_json": event.args}
+            out += self._delta(delta, self._tools[event.index])
         elif isinstance(event, Finish):
             self._stop = event.reason
             out += self._stop_block()
@@ -630,7 +646,7 @@ class StreamEncoder:
 
 
 def encode_error(err: GatewayError) -> tuple[int, dict[str, str], bytes]:
-    """Anthropic's error body (§3.6, §8.2); the status is kept (529 included), retry-after in whole seconds."""
+    """Anthropic's error body (§3.6, §8.2); status kept (529 included); retry-after in whole seconds."""
     kind = "rate_limit_error" if err.kind is ErrorKind.QUOTA and err.status == 429 else _ERROR_TYPE[err.kind]
     body = {"type": "error", "error": {"type": kind, "message": err.message}, "request_id": "req_gateway"}
     headers = dict(err.headers)
@@ -639,10 +655,10 @@ def encode_error(err: GatewayError) -> tuple[int, dict[str, str], bytes]:
     return err.status, headers, orjson.dumps(body)
 
 
-def _error(kind: Any, message: str, status: int) -> GatewayError:
-    """An Anthropic error type (or, without one, the HTTP status) as a gateway error; 401/403 become
-    502 because the gateway's provider key was refused, not the client's (§8.2)."""
-    err = upstream_error(_ERROR_STATUS.get(kind, status) if isinstance(kind, str) else status, message)
+def _error(status: int, message: str, kind: Any = None) -> GatewayError:
+    """An upstream error as a gateway error: 401/403 become 502 because the gateway's provider key
+    was refused, not the client's; 529 stays 529 (kind overloaded) (§8.2)."""
+    err = upstream_error(status, message)
     if kind == "billing_error" and err.status == 402:
         err.kind = ErrorKind.QUOTA
     return err
@@ -656,12 +672,12 @@ def decode_error(status: int, body: bytes) -> GatewayError:
         text = body.decode("utf-8", "replace").strip()
         html = text.startswith("<")
         message = f"upstream answered {status} with an HTML page" if html else text[:300]
-        return _error(None, message or f"upstream answered {status}", status)
+        return _error(status, message or f"upstream answered {status}")
     err = parsed.get("error") if isinstance(parsed, dict) else None
     if isinstance(err, dict) and isinstance(err.get("message"), str):
-        return _error(err.get("type"), err["message"], status)
+        return _error(status, err["message"], err.get("type"))
     message = err if isinstance(err, str) else orjson.dumps(parsed).decode()[:300]
-    return _error(None, message, status)
+    return _error(status, message)
 
 
 def decode_models(body: dict) -> list[str]:
@@ -670,5 +686,7 @@ def decode_models(body: dict) -> list[str]:
 
 def encode_models(ids: list[str]) -> dict:
     """Anthropic's model page (§3.7, §8.4); dates are unknown, so the epoch, as the API itself does."""
-    data = [{"type": "model", "id": i, "display_name": i, "created_at": "1970-01-01T00:00:00Z"} for i in ids]
-    return {"data": data, "has_more": False, "first_id": ids[0] if ids else None, "last_id": ids[-1] if ids else None}
+    data = [{"type": "model", "id": i, "display_name": i, "created_at": "1970-01-01T00:00:00Z",
+             "lifecycle": "active"} for i in ids]
+    first, last = (ids[0], ids[-1]) if ids else (None, None)
+    return {"data": data, "has_more": False, "first_id": first, "last_id": last}

@@ -55,7 +55,9 @@ class SSEDecoder:
         """End of stream: a final event without its blank line still counts."""
         frames: list[SSEFrame] = []
         if self._buf:
-            self._line(self._buf, self._buf, frames)
+            # a CR held back as a possible CRLF half is a line end after all, not data
+            line = self._buf[:-1] if self._buf.endswith(b"\r") else self._buf
+            self._line(line, self._buf, frames)
             self._buf = b""
         if self._data or self._event:
             self._line(b"", b"", frames)

@@ -196,7 +196,9 @@ def decode_request(body: dict, route: Route) -> ChatRequest:
     try:
         system, messages = _messages(body.get("messages"))
         params = Params(**{k: body[k] for k in _PARAM_FIELDS if body.get(k) is not None})
-        params.max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+        # max_completion_tokens wins whenever present, so a bad value in it is reported, not skipped
+        cap = body.get("max_completion_tokens")
+        params.max_tokens = cap if cap is not None else body.get("max_tokens")
         stop = body.get("stop")
         params.stop = [stop] if isinstance(stop, str) else stop
         tools = [
@@ -320,16 +322,17 @@ def patch_request(body: dict, policy: Policy, route: Route) -> tuple[str, dict]:
     if policy.system:
         body["messages"].insert(0, {"role": "system", "content": policy.system})
     if policy.max_tokens is not None:
-        field = "max_completion_tokens" if "max_completion_tokens" in body else (
-            "max_tokens" if "max_tokens" in body else policy.max_tokens_field)
-        asked = body.get(field)
-        body[field] = min(asked, policy.max_tokens) if isinstance(asked, int) and asked > 0 else policy.max_tokens
-    if body.get("stream"):
+        # clamp every cap field the client sent: an upstream may read either one
+        fields = [f for f in ("max_completion_tokens", "max_tokens") if f in body] or [policy.max_tokens_field]
+        for field in fields:
+            asked = body.get(field)
+            body[field] = min(asked, policy.max_tokens) if isinstance(asked, int) and asked > 0 else policy.max_tokens
+    if body.get("stream") and policy.stream_usage:
         options = body.get("stream_options")
-        if policy.stream_usage:
-            body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+        body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
     else:
-        body.pop("stream_options", None)  # OpenAI rejects stream_options without stream
+        # OpenAI rejects stream_options without stream; Mistral (stream_usage off) rejects it always
+        body.pop("stream_options", None)
     return CHAT_PATH, body
 
 
@@ -440,6 +443,13 @@ class StreamDecoder:
             return []
         if chunk.get("error") is not None:
             return [StreamError(decode_error(500, data.encode()))]
+        try:
+            return self._chunk(chunk)
+        except (TypeError, AttributeError, ValueError):
+            # a chunk of the wrong shape must end the stream cleanly, never raise into the relay
+            return [StreamError(GatewayError(502, ErrorKind.UPSTREAM, "upstream sent a malformed stream chunk"))]
+
+    def _chunk(self, chunk: dict) -> list[Event]:
         events: list[Event] = []
         if not self._started:
             self._started = True
