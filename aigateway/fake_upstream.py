@@ -31,7 +31,8 @@ error before content chunk N+1; non-streaming: a 500, 529 for Anthropic), ``drop
 connection before content chunk N+1; non-streaming: after half the body), ``tool=NAME`` (force a call),
 ``utf8split=1`` (split a multi-byte character across two writes), ``html=1`` (200 text/html page),
 ``malformed=1`` (invalid JSON body, or one invalid SSE data line and then the end).
-``fail_after``/``drop_after`` with N at or above the number of content chunks have no effect.
+``fail_after``/``drop_after`` with N at or above the number of content chunks have no effect. Knobs
+apply to chat requests only, not to count-tokens or model listing.
 
 Control: ``GET/DELETE /_fake/requests`` (recent API requests, header names lowercased) and
 ``GET /_fake/stats`` (TCP connections, API requests, and tokens in usage actually delivered).
@@ -66,7 +67,8 @@ URLSAFE = str.maketrans("-_", "+/")
 HTML_PAGE = b"<!DOCTYPE html><html><head><title>Welcome</title></head><body><h1>It works!</h1></body></html>"
 
 OPENAI_MODELS = ["gpt-4o", "gpt-4o-mini"]
-ANTHROPIC_MODELS = {"claude-sonnet-4-20250514": "Claude Sonnet 4", "claude-3-5-haiku-20241022": "Claude Haiku 3.5"}
+ANTHROPIC_MODELS = {"claude-sonnet-4-20250514": "Claude Sonnet 4",
+                    "claude-3-5-haiku-20241022": "Claude Haiku 3.5"}
 GEMINI_MODELS = {"gemini-2.0-flash": "Gemini 2.0 Flash", "gemini-2.5-flash": "Gemini 2.5 Flash",
                  "gemini-2.5-pro": "Gemini 2.5 Pro"}
 
@@ -191,7 +193,8 @@ def parse_openai(body: dict) -> Ask:
     ask = Ask(model=body["model"], stream=bool(body.get("stream")))
     ask.include_usage = ask.stream and bool((body.get("stream_options") or {}).get("include_usage"))
     ask.system = [block_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer")]
-    names = {c.get("id"): c.get("function", {}).get("name") for m in messages for c in m.get("tool_calls") or []}
+    calls = [c for m in messages for c in m.get("tool_calls") or []]
+    names = {c.get("id"): c.get("function", {}).get("name") for c in calls}
     for m in reversed(messages):
         if m.get("role") != "tool":
             break
@@ -201,7 +204,7 @@ def parse_openai(body: dict) -> Ask:
         if m.get("role") == "user":
             content = m.get("content")
             parts = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
-            ask.user_text, ask.knobs = split_knobs(" ".join(p["text"] for p in parts if p.get("type") == "text"))
+            ask.user_text, ask.knobs = split_knobs(" ".join(p["text"] for p in parts if "text" in p))
             for p in parts:
                 if p.get("type") == "image_url":
                     url = p["image_url"]["url"] if isinstance(p["image_url"], dict) else p["image_url"]
@@ -228,7 +231,8 @@ def parse_anthropic(body: dict, count_only: bool = False) -> Ask:
         raise FakeError(400, "messages: Field required")
     if not count_only and not isinstance(body.get("max_tokens"), int):
         raise FakeError(400, "max_tokens: Field required")
-    ask = Ask(model=body.get("model") or "", stream=bool(body.get("stream")), max_tokens=body.get("max_tokens"))
+    ask = Ask(model=body.get("model") or "", stream=bool(body.get("stream")))
+    ask.max_tokens = body.get("max_tokens")
     system = body.get("system")
     ask.system = [system] if isinstance(system, str) and system else \
         [b["text"] for b in system or [] if b.get("type") == "text"]
@@ -236,13 +240,14 @@ def parse_anthropic(body: dict, count_only: bool = False) -> Ask:
              for b in m["content"] if b.get("type") == "tool_use"}
     last = messages[-1]
     if last.get("role") == "user" and isinstance(last.get("content"), list):
-        ask.tool_results = [(names.get(b.get("tool_use_id")) or b.get("tool_use_id", ""), block_text(b.get("content")))
-                            for b in last["content"] if b.get("type") == "tool_result"]
+        results = [b for b in last["content"] if b.get("type") == "tool_result"]
+        ask.tool_results = [(names.get(b.get("tool_use_id")) or b.get("tool_use_id", ""),
+                             block_text(b.get("content"))) for b in results]
     for m in reversed(messages):
         content = m.get("content")
         blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
         texts = [b["text"] for b in blocks if b.get("type") == "text"]
-        if m.get("role") == "user" and texts:
+        if m.get("role") == "user" and (texts or any(b.get("type") == "image" for b in blocks)):
             ask.user_text, ask.knobs = split_knobs(" ".join(texts))
             for b in blocks:
                 source = b.get("source") or {}
@@ -273,16 +278,16 @@ def parse_gemini(body: dict, model: str) -> Ask:
     system = g(body, "systemInstruction")
     ask.system = [system] if isinstance(system, str) else \
         [p["text"] for p in g(system, "parts", []) if p.get("text")]
-    ask.tool_results = [(g(p, "functionResponse").get("name", ""), block_text(g(p, "functionResponse").get("response")))
-                        for p in contents[-1].get("parts") or [] if g(p, "functionResponse")]
+    results = [g(p, "functionResponse") for p in contents[-1].get("parts") or [] if g(p, "functionResponse")]
+    ask.tool_results = [(r.get("name", ""), block_text(r.get("response"))) for r in results]
     for content in reversed(contents):
         parts = content.get("parts") or []
         texts = [p["text"] for p in parts if isinstance(p.get("text"), str) and not p.get("thought")]
-        if content.get("role", "user") == "user" and texts:
+        if content.get("role", "user") == "user" and (texts or any(g(p, "inlineData") for p in parts)):
             ask.user_text, ask.knobs = split_knobs(" ".join(texts))
             for p in parts:
-                if g(p, "inlineData"):
-                    ask.images.append(describe_image(g(p, "inlineData")["data"], g(g(p, "inlineData"), "mimeType")))
+                if blob := g(p, "inlineData"):
+                    ask.images.append(describe_image(blob.get("data", ""), g(blob, "mimeType")))
                 elif g(p, "fileData"):
                     ask.images.append(describe_image(g(g(p, "fileData"), "fileUri", "")))
             break
@@ -429,7 +434,8 @@ def openai_body(ask: Ask, r: Reply, rid: str) -> dict:
         message["tool_calls"] = [{"id": "call_" + r.tool[0], "type": "function",
                                   "function": {"name": r.tool[1], "arguments": dumps(r.tool[2]).decode()}}]
     return {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": ask.model,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": OPENAI_FINISH[r.finish]}],
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": OPENAI_FINISH[r.finish]}],
             "usage": openai_usage(r), "service_tier": "default", "system_fingerprint": "fp_fake"}
 
 
@@ -447,7 +453,8 @@ def openai_frames(ask: Ask, r: Reply, rid: str) -> list[Frame]:
     frames = [chunk({"role": "assistant", "content": "", "refusal": None}, content=False)]
     frames += [chunk({"reasoning_content": t}) for t in tokens(r.thinking)]
     if r.tool:
-        call = {"index": 0, "id": "call_" + r.tool[0], "type": "function", "function": {"name": r.tool[1], "arguments": ""}}
+        call = {"index": 0, "id": "call_" + r.tool[0], "type": "function",
+                "function": {"name": r.tool[1], "arguments": ""}}
         frames.append(chunk({"tool_calls": [call]}))
         frames += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]})
                    for p in split_args(dumps(r.tool[2]).decode())]
@@ -459,7 +466,8 @@ def openai_frames(ask: Ask, r: Reply, rid: str) -> list[Frame]:
     return [*frames, Frame(b"[DONE]", content=False)]
 
 
-ANTHROPIC_STOP = {"stop": "end_turn", "stop_sequence": "stop_sequence", "length": "max_tokens", "tool": "tool_use"}
+ANTHROPIC_STOP = {"stop": "end_turn", "stop_sequence": "stop_sequence", "length": "max_tokens",
+                  "tool": "tool_use"}
 
 
 def anthropic_usage(r: Reply, output: int) -> dict:
@@ -544,7 +552,8 @@ def gemini_body(ask: Ask, r: Reply, rid: str) -> dict:
     """One GenerateContentResponse: thought part, then the call or the whole text."""
     parts: list[dict] = [{"text": r.thinking, "thought": True}] if r.thinking else []
     parts.append({"functionCall": {"name": r.tool[1], "args": r.tool[2]}} if r.tool else {"text": r.text})
-    return gemini_chunk(ask, rid, parts, gemini_usage(r, r.output_tokens, r.thinking_tokens), GEMINI_FINISH[r.finish])
+    usage = gemini_usage(r, r.output_tokens, r.thinking_tokens)
+    return gemini_chunk(ask, rid, parts, usage, GEMINI_FINISH[r.finish])
 
 
 def gemini_frames(ask: Ask, r: Reply, rid: str) -> list[Frame]:
@@ -552,7 +561,8 @@ def gemini_frames(ask: Ask, r: Reply, rid: str) -> list[Frame]:
     items = list(gemini_parts(r)) or [({"text": ""}, 0)]
     frames, output, thoughts = [], 0, 0
     for i, (part, cost) in enumerate(items):
-        output, thoughts = min(output + cost, r.output_tokens), thoughts + (cost if part.get("thought") else 0)
+        output = min(output + cost, r.output_tokens)
+        thoughts += cost if part.get("thought") else 0
         if i < len(items) - 1:
             frames.append(Frame(dumps(gemini_chunk(ask, rid, [part], gemini_usage(r, output, thoughts)))))
         else:  # the last chunk carries the finish reason and the exact totals
@@ -576,7 +586,8 @@ GEMINI_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSI
 
 
 def openai_error(status: int, message: str, retry_after: str | None = None) -> dict:
-    kind, code = OPENAI_ERRORS.get(status, ("server_error" if status >= 500 else "invalid_request_error", None))
+    default = ("server_error" if status >= 500 else "invalid_request_error", None)
+    kind, code = OPENAI_ERRORS.get(status, default)
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
@@ -586,10 +597,11 @@ def anthropic_error(status: int, message: str, retry_after: str | None = None) -
 
 
 def gemini_error(status: int, message: str, retry_after: str | None = None) -> dict:
-    error: dict[str, Any] = {"code": status, "message": message,
-                             "status": GEMINI_STATUS.get(status, "INTERNAL" if status >= 500 else "FAILED_PRECONDITION")}
+    default = "INTERNAL" if status >= 500 else "FAILED_PRECONDITION"
+    error: dict[str, Any] = {"code": status, "message": message, "status": GEMINI_STATUS.get(status, default)}
     if status == 429 or retry_after:
-        error["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after or 1}s"}]
+        error["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                             "retryDelay": f"{retry_after or 1}s"}]
     return {"error": error}
 
 
@@ -610,9 +622,9 @@ class Format:
 OPENAI = Format("openai", openai_body, openai_frames, openai_error,
                 Frame(dumps(openai_error(500, "The server had an error while processing your request."))),
                 "chatcmpl-", "x-request-id", 500)
+OVERLOADED = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
 ANTHROPIC = Format("anthropic", anthropic_body, anthropic_frames, anthropic_error,
-                   Frame(dumps({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
-                         "error"), "msg_", "request-id", 529)
+                   Frame(dumps(OVERLOADED), "error"), "msg_", "request-id", 529)
 GEMINI = Format("gemini", gemini_body, gemini_frames, gemini_error,
                 Frame(dumps(gemini_error(500, "An internal error has occurred. Please retry or report."))),
                 "", None, 500)
@@ -667,11 +679,10 @@ class FakeHandler(tornado.web.RequestHandler):
         if self.fmt.request_id_header:
             self.set_header(self.fmt.request_id_header, new_id("req_"))
 
-    def send_json(self, obj: Any, status: int = 200, usage: tuple[int, int] = (0, 0)) -> None:
+    def send_json(self, obj: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(dumps(obj))
-        self.state.add_usage(usage)
 
     def send_error_body(self, status: int, message: str, retry_after: str | None = None) -> None:
         if retry_after:
@@ -731,12 +742,14 @@ class FakeHandler(tornado.web.RequestHandler):
         for i, frame in enumerate(self.fmt.frames(ask, reply, rid)):
             if frame.content:
                 if str(count) == knobs.get("fail_after"):
-                    await self.write_bytes(self.framing(self.fmt.stream_error, i == 0) + self.stream_end, False)
+                    error = self.framing(self.fmt.stream_error, i == 0) + self.stream_end
+                    await self.write_bytes(error, False)
                     break
                 if str(count) == knobs.get("drop_after"):
                     return await self.drop()
                 if "malformed" in knobs:
-                    await self.write_bytes(self.framing(Frame(b'{"malformed": tru', frame.event), i == 0), False)
+                    broken = Frame(b'{"malformed": tru', frame.event)
+                    await self.write_bytes(self.framing(broken, i == 0), False)
                     break
                 if count and "delay" in knobs:
                     await asyncio.sleep(float(knobs["delay"]))
@@ -764,7 +777,6 @@ class FakeHandler(tornado.web.RequestHandler):
         """Flush what was written, then close the TCP connection without finishing the response."""
         await self.flush()
         self.request.connection.close()  # type: ignore[union-attr]
-        self._finished = True  # tornado must not try to finish the closed response
 
 
 class OpenAIChatHandler(FakeHandler):
@@ -816,7 +828,7 @@ class GeminiHandler(FakeHandler):
         await self.answer(parse)
 
     def framing(self, frame: Frame, first: bool) -> bytes:
-        """``alt=sse``: data lines ended by CRLF as Google sends them; else one JSON array, element by element."""
+        """``alt=sse``: data lines ended by CRLF as Google sends them; else one JSON array, piece by piece."""
         if self.sse:
             return b"data: " + frame.payload + b"\r\n\r\n"
         return (b"[" if first else b"\r\n,") + frame.payload
@@ -849,8 +861,9 @@ def openai_model(model: str, _name: str) -> dict:
 
 
 def anthropic_model(model: str, name: str) -> dict:
-    return {"type": "model", "id": model, "display_name": name, "created_at": f"{model[-8:-4]}-{model[-4:-2]}-"
-            f"{model[-2:]}T00:00:00Z", "lifecycle": "active", "max_input_tokens": 200000, "max_tokens": 64000}
+    created = f"{model[-8:-4]}-{model[-4:-2]}-{model[-2:]}T00:00:00Z"  # ids end in the release date
+    return {"type": "model", "id": model, "display_name": name, "created_at": created, "lifecycle": "active",
+            "max_input_tokens": 200000, "max_tokens": 64000}
 
 
 def gemini_model(model: str, name: str) -> dict:
@@ -898,7 +911,7 @@ def make_app(state: FakeState | None = None) -> tornado.web.Application:
         (r"/(v1beta|v1)/models/(.+)", ModelsHandler),
         (r"/_fake/requests", RequestsHandler),
         (r"/_fake/stats", StatsHandler),
-    ], fake_state=state or FakeState())
+    ], fake_state=state or FakeState(), log_function=lambda handler: None)  # tests read /_fake/requests
 
 
 def serve(host: str, port: int) -> None:

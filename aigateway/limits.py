@@ -53,7 +53,7 @@ def configured_defaults(get: Callable[[str], Any]) -> dict[str, int]:
 
 def effective_limits(client: Mapping[str, Any], defaults: Mapping[str, int]) -> dict[str, int]:
     """The client's own value where it has one, else the configured default."""
-    return {f: int(client[f]) if client.get(f) is not None else int(defaults[f]) for f in LIMIT_FIELDS}
+    return {f: int(client[f]) if client[f] is not None else int(defaults[f]) for f in LIMIT_FIELDS}
 
 
 class LimitExceeded(Exception):

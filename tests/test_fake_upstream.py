@@ -18,17 +18,19 @@ from urllib.parse import urlsplit
 import anthropic
 import openai
 import pytest
+from conftest import start_process
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
 
-from conftest import start_process
-
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 )
-WEATHER = {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"},
-                                            "metric": {"type": "boolean"}}, "required": ["city"]}
+WEATHER = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "days": {"type": "integer"}, "metric": {"type": "boolean"}},
+    "required": ["city"],
+}
 THOUGHT = "Let me think about this."
 
 
@@ -37,6 +39,7 @@ def input_tokens(chars: int, messages: int) -> int:
 
 
 # ---------------------------------------------------------------- helpers
+
 
 @pytest.fixture
 def oai(fake_upstream: str) -> openai.OpenAI:
@@ -52,7 +55,9 @@ def claude(fake_upstream: str) -> anthropic.Anthropic:
 def gem(fake_upstream: str, request: pytest.FixtureRequest) -> genai.Client:
     if request.param == "default":
         return genai.Client(api_key="x", http_options={"base_url": fake_upstream})
-    return genai.Client(api_key="x", http_options=types.HttpOptions(base_url=fake_upstream, api_version="v1beta"))
+    return genai.Client(
+        api_key="x", http_options=types.HttpOptions(base_url=fake_upstream, api_version="v1beta")
+    )
 
 
 def control(url: str, path: str, method: str = "GET"):
@@ -61,7 +66,9 @@ def control(url: str, path: str, method: str = "GET"):
     return json.loads(body) if body else None
 
 
-def raw(url: str, path: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, dict, list[bytes]]:
+def raw(
+    url: str, path: str, body: dict | None = None, headers: dict | None = None
+) -> tuple[int, dict, list[bytes]]:
     """One HTTP/1.1 request over a plain socket: status, headers, and the body as the chunks that were sent.
 
     Tornado sends each flushed write as one chunk of the chunked encoding, so the chunk list shows
@@ -87,7 +94,7 @@ def raw(url: str, path: str, body: dict | None = None, headers: dict | None = No
         size_line, _, rest = rest.partition(b"\r\n")
         size = int(size_line, 16)
         chunks.append(rest[:size])
-        rest = rest[size + 2:]
+        rest = rest[size + 2 :]
         if size == 0:
             break
     return int(lines[0].split()[1]), hdrs, chunks
@@ -97,16 +104,26 @@ def sse_data(chunks: list[bytes]) -> list[str]:
     return [line[6:] for line in b"".join(chunks).decode().splitlines() if line.startswith("data: ")]
 
 
+def user(content: object) -> list[dict]:
+    return [{"role": "user", "content": content}]
+
+
 def chat(text: str, **extra) -> dict:
-    return {"model": "gpt-4o", "messages": [{"role": "user", "content": text}], **extra}
+    return {"model": "gpt-4o", "messages": user(text), **extra}
 
 
 # ---------------------------------------------------------------- OpenAI
 
+
 def test_openai_plain(oai: openai.OpenAI) -> None:
-    r = oai.chat.completions.create(model="any-model", messages=[
-        {"role": "system", "content": "Be brief"}, {"role": "developer", "content": "Be kind"},
-        {"role": "user", "content": "Hello there #fake:chunks=3"}])
+    r = oai.chat.completions.create(
+        model="any-model",
+        messages=[
+            {"role": "system", "content": "Be brief"},
+            {"role": "developer", "content": "Be kind"},
+            {"role": "user", "content": "Hello there #fake:chunks=3"},
+        ],
+    )
     assert r.choices[0].message.content == "[system: Be brief | Be kind] Echo: Hello there"
     assert r.choices[0].finish_reason == "stop" and r.model == "any-model" and r.id.startswith("chatcmpl-")
     assert r.usage.prompt_tokens == input_tokens(len("Be briefBe kindHello there #fake:chunks=3"), 3)
@@ -114,9 +131,14 @@ def test_openai_plain(oai: openai.OpenAI) -> None:
 
 
 def test_openai_stream_with_usage(oai: openai.OpenAI) -> None:
-    chunks = list(oai.chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "one two three"}], stream=True,
-        stream_options={"include_usage": True}))
+    chunks = list(
+        oai.chat.completions.create(
+            model="gpt-4o",
+            messages=user("one two three"),
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     first, *middle, finish, usage = chunks
     assert first.choices[0].delta.role == "assistant" and first.choices[0].delta.content == ""
     assert [c.choices[0].delta.content for c in middle] == ["Echo: ", "one ", "two ", "three"]
@@ -137,7 +159,7 @@ def test_openai_stream_wire_without_usage(fake_upstream: str) -> None:
 
 def test_openai_tool_call_streamed_and_whole(oai: openai.OpenAI) -> None:
     tools = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}]
-    msgs = [{"role": "user", "content": "Weather?"}]
+    msgs = user("Weather?")
     fragments, name, call_id, finish = [], None, None, None
     for c in oai.chat.completions.create(model="gpt-4o", messages=msgs, tools=tools, stream=True):
         if c.choices and c.choices[0].delta.tool_calls:
@@ -155,50 +177,83 @@ def test_openai_tool_call_streamed_and_whole(oai: openai.OpenAI) -> None:
 
 def test_openai_tool_choice_and_result(oai: openai.OpenAI) -> None:
     tools = [{"type": "function", "function": {"name": n, "parameters": {}}} for n in ("a", "b")]
-    forced = oai.chat.completions.create(model="m", messages=[{"role": "user", "content": "go"}], tools=tools,
-                                         tool_choice={"type": "function", "function": {"name": "b"}})
+    forced = oai.chat.completions.create(
+        model="m",
+        messages=user("go"),
+        tools=tools,
+        tool_choice={"type": "function", "function": {"name": "b"}},
+    )
     assert forced.choices[0].message.tool_calls[0].function.name == "b"
-    none = oai.chat.completions.create(model="m", messages=[{"role": "user", "content": "go"}], tools=tools,
-                                       tool_choice="none")
+    none = oai.chat.completions.create(model="m", messages=user("go"), tools=tools, tool_choice="none")
     assert none.choices[0].message.content == "Echo: go"
-    result = oai.chat.completions.create(model="m", tools=tools, messages=[
-        {"role": "user", "content": "go"},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "a", "arguments": "{}"}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 4}'}])
+    result = oai.chat.completions.create(
+        model="m",
+        tools=tools,
+        messages=[
+            {"role": "user", "content": "go"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "a", "arguments": "{}"}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 4}'},
+        ],
+    )
     assert result.choices[0].message.content == 'Tool a returned: {"temp": 4}'
 
 
 def test_openai_images_json_mode_reasoning(oai: openai.OpenAI) -> None:
     url = "data:image/png;base64," + base64.b64encode(PNG).decode()
-    r = oai.chat.completions.create(model="m", messages=[{"role": "user", "content": [
-        {"type": "text", "text": "What?"}, {"type": "image_url", "image_url": {"url": url}},
-        {"type": "image_url", "image_url": {"url": "https://x.test/cat.jpg"}}]}])
-    assert r.choices[0].message.content == f"Echo: What? [image: image/png, {len(PNG)} bytes]" \
+    r = oai.chat.completions.create(
+        model="m",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What?"},
+                    {"type": "image_url", "image_url": {"url": url}},
+                    {"type": "image_url", "image_url": {"url": "https://x.test/cat.jpg"}},
+                ],
+            }
+        ],
+    )
+    assert (
+        r.choices[0].message.content == f"Echo: What? [image: image/png, {len(PNG)} bytes]"
         " [image url: https://x.test/cat.jpg]"
-    r = oai.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}],
-                                    response_format={"type": "json_object"})
+    )
+    r = oai.chat.completions.create(model="m", messages=user("Hi"), response_format={"type": "json_object"})
     assert json.loads(r.choices[0].message.content) == {"echo": "Hi"}
-    r = oai.chat.completions.create(model="m", messages=[{"role": "user", "content": "Hi"}], reasoning_effort="low")
+    r = oai.chat.completions.create(model="m", messages=user("Hi"), reasoning_effort="low")
     assert r.choices[0].message.reasoning_content == THOUGHT
     assert r.usage.completion_tokens_details.reasoning_tokens == 5 and r.usage.completion_tokens == 7
 
 
 def test_openai_max_tokens_and_stop(oai: openai.OpenAI) -> None:
-    r = oai.chat.completions.create(model="m", messages=[{"role": "user", "content": "a b c d"}], max_tokens=2)
+    r = oai.chat.completions.create(model="m", messages=user("a b c d"), max_tokens=2)
     assert (r.choices[0].message.content, r.choices[0].finish_reason) == ("Echo: a ", "length")
     assert r.usage.completion_tokens == 2
-    r = oai.chat.completions.create(model="m", messages=[{"role": "user", "content": "a b STOP c"}], stop=["STOP"])
+    r = oai.chat.completions.create(model="m", messages=user("a b STOP c"), stop=["STOP"])
     assert (r.choices[0].message.content, r.choices[0].finish_reason) == ("Echo: a b ", "stop")
 
 
-@pytest.mark.parametrize("status, error", [(400, openai.BadRequestError), (401, openai.AuthenticationError),
-                                           (404, openai.NotFoundError), (429, openai.RateLimitError),
-                                           (500, openai.InternalServerError), (503, openai.InternalServerError)])
+@pytest.mark.parametrize(
+    "status, error",
+    [
+        (400, openai.BadRequestError),
+        (401, openai.AuthenticationError),
+        (404, openai.NotFoundError),
+        (429, openai.RateLimitError),
+        (500, openai.InternalServerError),
+        (503, openai.InternalServerError),
+    ],
+)
 def test_openai_status_errors(oai: openai.OpenAI, status: int, error: type) -> None:
     with pytest.raises(error) as info:
-        oai.chat.completions.create(model="m", messages=[{"role": "user", "content": f"x #fake:status={status} "
-                                                                                      "#fake:retry_after=7"}])
+        oai.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": f"x #fake:status={status} #fake:retry_after=7"}]
+        )
     assert info.value.status_code == status and info.value.response.headers["retry-after"] == "7"
     assert set(info.value.body) == {"message", "type", "param", "code"}
 
@@ -206,8 +261,9 @@ def test_openai_status_errors(oai: openai.OpenAI, status: int, error: type) -> N
 def test_openai_fail_after_raises_mid_stream(oai: openai.OpenAI) -> None:
     seen = []
     with pytest.raises(openai.APIError, match="server had an error"):
-        for c in oai.chat.completions.create(model="m", messages=[{"role": "user", "content": "a b c #fake:fail_after=2"}],
-                                             stream=True):
+        for c in oai.chat.completions.create(
+            model="m", messages=user("a b c #fake:fail_after=2"), stream=True
+        ):
             seen.append(c.choices[0].delta.content)
     assert seen == ["", "Echo: ", "a "]
 
@@ -221,24 +277,26 @@ def test_openai_models(oai: openai.OpenAI) -> None:
 
 # ---------------------------------------------------------------- Anthropic
 
+
 def test_anthropic_plain(claude: anthropic.Anthropic) -> None:
-    m = claude.messages.create(model="claude-x", max_tokens=100, system="Terse",
-                               messages=[{"role": "user", "content": "Hi there"}])
+    m = claude.messages.create(model="claude-x", max_tokens=100, system="Terse", messages=user("Hi there"))
     assert m.content[0].text == "[system: Terse] Echo: Hi there" and m.stop_reason == "end_turn"
     assert m.model == "claude-x" and m.id.startswith("msg_") and m.stop_sequence is None
     assert (m.usage.input_tokens, m.usage.output_tokens) == (input_tokens(len("TerseHi there"), 1), 5)
 
 
 def test_anthropic_stream_final_message(claude: anthropic.Anthropic) -> None:
-    with claude.messages.stream(model="claude-x", max_tokens=100, messages=[{"role": "user", "content": "a b c"}]) as s:
+    with claude.messages.stream(model="claude-x", max_tokens=100, messages=user("a b c")) as s:
         pieces = list(s.text_stream)
         final = s.get_final_message()
     assert pieces == ["Echo: ", "a ", "b ", "c"] and final.content[0].text == "Echo: a b c"
-    assert final.stop_reason == "end_turn" and final.usage.output_tokens == 4 and final.usage.input_tokens == 5
+    assert (
+        final.stop_reason == "end_turn" and final.usage.output_tokens == 4 and final.usage.input_tokens == 5
+    )
 
 
 def test_anthropic_stream_wire(fake_upstream: str) -> None:
-    body = {"model": "c", "max_tokens": 50, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    body = {"model": "c", "max_tokens": 50, "stream": True, "messages": user("hi")}
     status, headers, chunks = raw(fake_upstream, "/v1/messages", body, {"anthropic-version": "2023-06-01"})
     events = b"".join(chunks).decode().split("\n\n")[:-1]
     names = [e.split("\n")[0].removeprefix("event: ") for e in events]
@@ -251,64 +309,101 @@ def test_anthropic_stream_wire(fake_upstream: str) -> None:
 
 
 def test_anthropic_tools_thinking_image(claude: anthropic.Anthropic) -> None:
-    tools = [{"name": "noop", "input_schema": {"type": "object"}}, {"name": "get_weather", "input_schema": WEATHER}]
-    with claude.messages.stream(model="c", max_tokens=2000, tools=tools, messages=[{"role": "user", "content": "w"}],
-                                tool_choice={"type": "tool", "name": "get_weather"}) as s:
+    tools = [
+        {"name": "noop", "input_schema": {"type": "object"}},
+        {"name": "get_weather", "input_schema": WEATHER},
+    ]
+    with claude.messages.stream(
+        model="c",
+        max_tokens=2000,
+        tools=tools,
+        messages=user("w"),
+        tool_choice={"type": "tool", "name": "get_weather"},
+    ) as s:
         final = s.get_final_message()
     assert final.stop_reason == "tool_use" and final.content[0].type == "tool_use"
     assert final.content[0].input == {"city": "Oslo", "days": 1, "metric": True}
     assert final.content[0].id.startswith("toolu_") and final.content[0].name == "get_weather"
-    with claude.messages.stream(model="c", max_tokens=2000, thinking={"type": "enabled", "budget_tokens": 1024},
-                                messages=[{"role": "user", "content": "think"}]) as s:
+    with claude.messages.stream(
+        model="c",
+        max_tokens=2000,
+        thinking={"type": "enabled", "budget_tokens": 1024},
+        messages=user("think"),
+    ) as s:
         final = s.get_final_message()
     assert final.content[0].type == "thinking" and final.content[0].thinking == THOUGHT
     assert final.content[0].signature and final.content[1].text == "Echo: think"
     assert final.usage.output_tokens == 5 + 2
-    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                         "data": base64.b64encode(PNG).decode()}}
-    m = claude.messages.create(model="c", max_tokens=100, messages=[
-        {"role": "user", "content": [{"type": "text", "text": "see"}, image]}])
+    image = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": base64.b64encode(PNG).decode()},
+    }
+    m = claude.messages.create(
+        model="c",
+        max_tokens=100,
+        messages=[{"role": "user", "content": [{"type": "text", "text": "see"}, image]}],
+    )
     assert m.content[0].text == f"Echo: see [image: image/png, {len(PNG)} bytes]"
 
 
 def test_anthropic_tool_result_stop_and_limits(claude: anthropic.Anthropic) -> None:
-    m = claude.messages.create(model="c", max_tokens=100, messages=[
-        {"role": "user", "content": "w"},
-        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "4C"}]}])
+    m = claude.messages.create(
+        model="c",
+        max_tokens=100,
+        messages=[
+            {"role": "user", "content": "w"},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}],
+            },
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "4C"}]},
+        ],
+    )
     assert m.content[0].text == "Tool get_weather returned: 4C"
-    m = claude.messages.create(model="c", max_tokens=100, stop_sequences=["END"],
-                               messages=[{"role": "user", "content": "a END b"}])
+    m = claude.messages.create(model="c", max_tokens=100, stop_sequences=["END"], messages=user("a END b"))
     assert (m.content[0].text, m.stop_reason, m.stop_sequence) == ("Echo: a ", "stop_sequence", "END")
-    m = claude.messages.create(model="c", max_tokens=1, messages=[{"role": "user", "content": "a b"}])
+    m = claude.messages.create(model="c", max_tokens=1, messages=user("a b"))
     assert (m.content[0].text, m.stop_reason, m.usage.output_tokens) == ("Echo: ", "max_tokens", 1)
-    m = claude.messages.create(model="c", max_tokens=100, messages=[{"role": "user", "content": "Hi"}],
-                               extra_body={"output_config": {"format": {"type": "json_schema", "schema": {}}}})
+    m = claude.messages.create(
+        model="c",
+        max_tokens=100,
+        messages=user("Hi"),
+        extra_body={"output_config": {"format": {"type": "json_schema", "schema": {}}}},
+    )
     assert json.loads(m.content[0].text) == {"echo": "Hi"}
 
 
 def test_anthropic_count_tokens_matches_usage(claude: anthropic.Anthropic) -> None:
-    kwargs = {"model": "c", "system": "Sys", "messages": [{"role": "user", "content": "count me please"}]}
+    kwargs = {"model": "c", "system": "Sys", "messages": user("count me please")}
     counted = claude.messages.count_tokens(**kwargs).input_tokens
-    assert counted == claude.messages.create(max_tokens=10, **kwargs).usage.input_tokens == input_tokens(18, 1)
+    assert (
+        counted == claude.messages.create(max_tokens=10, **kwargs).usage.input_tokens == input_tokens(18, 1)
+    )
 
 
-@pytest.mark.parametrize("status, error", [(429, anthropic.RateLimitError), (529, anthropic.OverloadedError),
-                                           (401, anthropic.AuthenticationError)])
+@pytest.mark.parametrize(
+    "status, error",
+    [(429, anthropic.RateLimitError), (529, anthropic.OverloadedError), (401, anthropic.AuthenticationError)],
+)
 def test_anthropic_status_errors(claude: anthropic.Anthropic, status: int, error: type) -> None:
     with pytest.raises(error) as info:
-        claude.messages.create(model="c", max_tokens=10, messages=[{"role": "user", "content": f"#fake:status={status}"}])
+        claude.messages.create(model="c", max_tokens=10, messages=user(f"#fake:status={status}"))
     assert info.value.status_code == status and info.value.body["type"] == "error"
     assert info.value.body["request_id"] and "type" in info.value.body["error"]
 
 
-def test_anthropic_requires_max_tokens_and_fails_in_band(claude: anthropic.Anthropic, fake_upstream: str) -> None:
-    status, _, chunks = raw(fake_upstream, "/v1/messages", {"model": "c", "messages": [{"role": "user", "content": "x"}]})
+def test_anthropic_requires_max_tokens_and_fails_in_band(
+    claude: anthropic.Anthropic, fake_upstream: str
+) -> None:
+    status, _, chunks = raw(fake_upstream, "/v1/messages", {"model": "c", "messages": user("x")})
     body = json.loads(b"".join(chunks))
-    assert status == 400 and body["error"] == {"type": "invalid_request_error", "message": "max_tokens: Field required"}
-    with pytest.raises(anthropic.APIStatusError, match="overloaded_error"):
-        with claude.messages.stream(model="c", max_tokens=10, messages=[{"role": "user", "content": "a #fake:fail_after=1"}]) as s:
-            s.get_final_message()
+    assert status == 400 and body["error"] == {
+        "type": "invalid_request_error",
+        "message": "max_tokens: Field required",
+    }
+    stream = claude.messages.stream(model="c", max_tokens=10, messages=user("a #fake:fail_after=1"))
+    with pytest.raises(anthropic.APIStatusError, match="overloaded_error"), stream as s:
+        s.get_final_message()
 
 
 def test_anthropic_models(claude: anthropic.Anthropic) -> None:
@@ -320,10 +415,14 @@ def test_anthropic_models(claude: anthropic.Anthropic) -> None:
 
 # ---------------------------------------------------------------- Gemini
 
+
 def test_gemini_generate(gem: genai.Client) -> None:
-    r = gem.models.generate_content(model="gemini-any", contents="Hello gem",
-                                    config=types.GenerateContentConfig(system_instruction="Sys"))
-    assert r.text == "[system: Sys] Echo: Hello gem" and r.candidates[0].finish_reason == types.FinishReason.STOP
+    r = gem.models.generate_content(
+        model="gemini-any", contents="Hello gem", config=types.GenerateContentConfig(system_instruction="Sys")
+    )
+    assert (
+        r.text == "[system: Sys] Echo: Hello gem" and r.candidates[0].finish_reason == types.FinishReason.STOP
+    )
     assert r.model_version == "gemini-any" and r.response_id
     u = r.usage_metadata
     assert (u.prompt_token_count, u.candidates_token_count) == (input_tokens(len("SysHello gem"), 1), 5)
@@ -336,32 +435,64 @@ def test_gemini_stream(gem: genai.Client) -> None:
     assert chunks[-1].candidates[0].finish_reason == types.FinishReason.STOP
     assert all(c.candidates[0].finish_reason is None for c in chunks[:-1])
     assert chunks[-1].usage_metadata.candidates_token_count == 4
+    tool = types.Tool(function_declarations=[types.FunctionDeclaration(name="ping")])
+    config = types.GenerateContentConfig(tools=[tool], automatic_function_calling={"disable": True})
+    chunks = list(gem.models.generate_content_stream(model="g", contents="go", config=config))
+    assert (
+        len(chunks) == 1
+        and chunks[0].function_calls[0].name == "ping"
+        and chunks[0].function_calls[0].args == {}
+    )
+    assert chunks[0].candidates[0].finish_reason == types.FinishReason.STOP
 
 
 def test_gemini_function_call_thinking_image_json(gem: genai.Client) -> None:
-    tool = types.Tool(function_declarations=[types.FunctionDeclaration(
-        name="get_weather", parameters=types.Schema(type="OBJECT", properties={"city": types.Schema(type="STRING")}))])
-    r = gem.models.generate_content(model="g", contents="Weather?", config=types.GenerateContentConfig(
-        tools=[tool], automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True)))
+    tool = types.Tool(
+        function_declarations=[
+            types.FunctionDeclaration(
+                name="get_weather",
+                parameters=types.Schema(type="OBJECT", properties={"city": types.Schema(type="STRING")}),
+            )
+        ]
+    )
+    r = gem.models.generate_content(
+        model="g",
+        contents="Weather?",
+        config=types.GenerateContentConfig(
+            tools=[tool], automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True)
+        ),
+    )
     assert [(c.name, c.args) for c in r.function_calls] == [("get_weather", {"city": "Oslo"})]
     assert r.candidates[0].finish_reason == types.FinishReason.STOP
-    r = gem.models.generate_content(model="g", contents="Hm", config=types.GenerateContentConfig(
-        thinking_config=types.ThinkingConfig(include_thoughts=True)))
+    r = gem.models.generate_content(
+        model="g",
+        contents="Hm",
+        config=types.GenerateContentConfig(thinking_config=types.ThinkingConfig(include_thoughts=True)),
+    )
     assert r.candidates[0].content.parts[0].thought and r.candidates[0].content.parts[0].text == THOUGHT
     assert r.text == "Echo: Hm" and r.usage_metadata.thoughts_token_count == 5
-    r = gem.models.generate_content(model="g", contents=["See", types.Part.from_bytes(data=PNG, mime_type="image/png")])
+    r = gem.models.generate_content(
+        model="g", contents=["See", types.Part.from_bytes(data=PNG, mime_type="image/png")]
+    )
     assert r.text == f"Echo: See [image: image/png, {len(PNG)} bytes]"
-    r = gem.models.generate_content(model="g", contents="Hi", config=types.GenerateContentConfig(
-        response_mime_type="application/json", max_output_tokens=100))
+    r = gem.models.generate_content(
+        model="g",
+        contents="Hi",
+        config=types.GenerateContentConfig(response_mime_type="application/json", max_output_tokens=100),
+    )
     assert json.loads(r.text) == {"echo": "Hi"}
 
 
 def test_gemini_tool_result_and_max_tokens(gem: genai.Client) -> None:
-    contents = [types.Content(role="user", parts=[types.Part(text="w")]),
-                types.Content(role="model", parts=[types.Part.from_function_call(name="f", args={})]),
-                types.Content(role="user", parts=[types.Part.from_function_response(name="f", response={"t": 4})])]
+    contents = [
+        types.Content(role="user", parts=[types.Part(text="w")]),
+        types.Content(role="model", parts=[types.Part.from_function_call(name="f", args={})]),
+        types.Content(role="user", parts=[types.Part.from_function_response(name="f", response={"t": 4})]),
+    ]
     assert gem.models.generate_content(model="g", contents=contents).text == 'Tool f returned: {"t":4}'
-    r = gem.models.generate_content(model="g", contents="a b c", config=types.GenerateContentConfig(max_output_tokens=2))
+    r = gem.models.generate_content(
+        model="g", contents="a b c", config=types.GenerateContentConfig(max_output_tokens=2)
+    )
     assert r.text == "Echo: a " and r.candidates[0].finish_reason == types.FinishReason.MAX_TOKENS
 
 
@@ -393,8 +524,11 @@ def test_gemini_fail_after_raises(gem: genai.Client) -> None:
 
 
 def test_gemini_wire_snake_case_array_stream_and_key_listing(fake_upstream: str) -> None:
-    body = {"system_instruction": {"parts": [{"text": "S"}]}, "contents": [{"parts": [{"text": "x Q y"}]}],
-            "generation_config": {"max_output_tokens": 100, "stop_sequences": ["Q"]}}
+    body = {
+        "system_instruction": {"parts": [{"text": "S"}]},
+        "contents": [{"parts": [{"text": "x Q y"}]}],
+        "generation_config": {"max_output_tokens": 100, "stop_sequences": ["Q"]},
+    }
     status, headers, chunks = raw(fake_upstream, "/v1beta/models/g:streamGenerateContent", body)
     array = json.loads(b"".join(chunks))
     assert status == 200 and headers["content-type"].startswith("application/json") and len(chunks) > 3
@@ -408,9 +542,12 @@ def test_gemini_wire_snake_case_array_stream_and_key_listing(fake_upstream: str)
 
 # ---------------------------------------------------------------- knobs on the wire
 
+
 def test_knob_chunks_delay_and_stall(fake_upstream: str) -> None:
     started = time.monotonic()
-    _, _, chunks = raw(fake_upstream, "/v1/chat/completions", chat("a b c d #fake:chunks=2 #fake:delay=0.1", stream=True))
+    _, _, chunks = raw(
+        fake_upstream, "/v1/chat/completions", chat("a b c d #fake:chunks=2 #fake:delay=0.1", stream=True)
+    )
     contents = [json.loads(d)["choices"][0]["delta"].get("content") for d in sse_data(chunks)[1:-2]]
     assert contents == ["Echo: a", " b c d"] and time.monotonic() - started >= 0.1
     started = time.monotonic()
@@ -420,7 +557,9 @@ def test_knob_chunks_delay_and_stall(fake_upstream: str) -> None:
 
 def test_knob_utf8split_splits_a_character_between_writes(fake_upstream: str) -> None:
     for extra in ({"stream": True}, {}):
-        _, _, chunks = raw(fake_upstream, "/v1/chat/completions", chat("héllo wörld #fake:utf8split=1", **extra))
+        _, _, chunks = raw(
+            fake_upstream, "/v1/chat/completions", chat("héllo wörld #fake:utf8split=1", **extra)
+        )
         assert any(c and c[-1] >= 0xC0 for c in chunks)  # a write ends on the first byte of a character
         assert "wörld" in b"".join(chunks).decode()
 
@@ -441,20 +580,29 @@ def test_knob_html_and_malformed(fake_upstream: str) -> None:
         status, _, chunks = raw(fake_upstream, "/v1/chat/completions", chat("x #fake:malformed=1", **extra))
         with pytest.raises(json.JSONDecodeError):
             json.loads(sse_data(chunks)[-1] if extra else b"".join(chunks))
-    _, _, chunks = raw(fake_upstream, "/v1/messages", {"model": "c", "max_tokens": 9, "stream": True,
-                                                        "messages": [{"role": "user", "content": "x #fake:malformed=1"}]})
+    _, _, chunks = raw(
+        fake_upstream,
+        "/v1/messages",
+        {"model": "c", "max_tokens": 9, "stream": True, "messages": user("x #fake:malformed=1")},
+    )
     assert "message_stop" not in b"".join(chunks).decode()
 
 
 # ---------------------------------------------------------------- control endpoints and process
 
-def test_requests_are_recorded_and_cleared(fake_upstream: str, oai: openai.OpenAI, claude: anthropic.Anthropic) -> None:
+
+def test_requests_are_recorded_and_cleared(
+    fake_upstream: str, oai: openai.OpenAI, claude: anthropic.Anthropic
+) -> None:
     control(fake_upstream, "/_fake/requests", "DELETE")
-    oai.chat.completions.create(model="m", messages=[{"role": "user", "content": "rec"}])
-    claude.messages.create(model="c", max_tokens=5, messages=[{"role": "user", "content": "rec"}])
+    oai.chat.completions.create(model="m", messages=user("rec"))
+    claude.messages.create(model="c", max_tokens=5, messages=user("rec"))
     first, second = control(fake_upstream, "/_fake/requests")
     assert (first["method"], first["path"], first["body"]["messages"][0]["content"]) == (
-        "POST", "/v1/chat/completions", "rec")
+        "POST",
+        "/v1/chat/completions",
+        "rec",
+    )
     assert first["headers"]["authorization"] == "Bearer x" and second["path"] == "/v1/messages"
     assert "anthropic-version" in second["headers"] and second["body"]["max_tokens"] == 5
     control(fake_upstream, "/_fake/requests", "DELETE")
@@ -465,11 +613,14 @@ def test_stats_count_connections_requests_and_usage(fake_upstream: str) -> None:
     before = control(fake_upstream, "/_fake/stats")  # urllib opens one connection per call
     with openai.OpenAI(base_url=fake_upstream + "/v1", api_key="x", max_retries=0) as client:
         for _ in range(3):  # one keep-alive connection
-            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "a b"}])
+            client.chat.completions.create(model="m", messages=user("a b"))
     after = control(fake_upstream, "/_fake/stats")
     assert after["connections"] - before["connections"] == 2
     assert after["requests"] - before["requests"] == 3
-    assert (after["output_tokens"] - before["output_tokens"], after["input_tokens"] - before["input_tokens"]) == (9, 12)
+    assert (
+        after["output_tokens"] - before["output_tokens"],
+        after["input_tokens"] - before["input_tokens"],
+    ) == (9, 12)
 
 
 def test_process_prints_url_and_exits_cleanly_on_sigterm() -> None:

@@ -121,6 +121,7 @@ def test_encode_maps_foreign_tool_ids_consistently():
 
 def test_encode_images_and_pdf():
     req = ChatRequest("m", [user(ImagePart(media_type="image/jpeg", data="AAA"), ImagePart(url="https://x/c.png"),
+                                 ImagePart(media_type="image/png"),
                                  ImagePart(media_type="application/pdf", data="JVB"), TextPart("what?"))])
     assert encode(req)["messages"][0]["content"] == [
         {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "AAA"}},
@@ -134,6 +135,7 @@ def test_encode_reasoning_signed_first_unsigned_dropped():
     req = ChatRequest("m", [
         user(ReasoningPart("user side", "sig"), TextPart("q")),
         assistant(TextPart("Let me look."), ReasoningPart("plain, unsigned"), ReasoningPart("deep", "sig1"),
+                  ToolResultPart("misplaced", "x"),
                   ReasoningPart(redacted="opaque"), ToolCallPart("toolu_1", "f", "{}")),
         user(ToolResultPart("toolu_1", "done")),
     ])
@@ -191,24 +193,27 @@ def test_encode_tools_and_tool_choice(choice, parallel, expected):
     body = encode(ChatRequest("m", [user(TextPart("q"))], tools=tools, tool_choice=choice,
                               parallel_tool_calls=parallel))
     assert body["tools"] == [
-        {"name": "f", "description": "Does f", "input_schema": {"type": "object", "properties": {"a": {"type": "string"}}}},
+        {"name": "f", "description": "Does f",
+         "input_schema": {"type": "object", "properties": {"a": {"type": "string"}}}},
         {"name": "g", "input_schema": {"type": "object", "properties": {}}},
     ]
     assert body.get("tool_choice") == expected
 
 
 def test_encode_tool_choice_without_tools_is_dropped():
-    assert "tool_choice" not in encode(ChatRequest("m", [user(TextPart("q"))], tool_choice=ToolChoice("auto")))
+    req = ChatRequest("m", [user(TextPart("q"))], tool_choice=ToolChoice("auto"))
+    assert "tool_choice" not in encode(req)
 
 
 def test_encode_response_formats():
-    body = encode(ChatRequest("m", [user(TextPart("q"))], system=["S"], response_format=ResponseFormat("json_object")))
+    q = [user(TextPart("q"))]
+    body = encode(ChatRequest("m", q, system=["S"], response_format=ResponseFormat("json_object")))
     assert body["system"] == "S\n\n" + fmt.JSON_INSTRUCTION and "output_config" not in body
     schema = {"type": "object", "properties": {"x": {"type": "integer"}}}
-    body = encode(ChatRequest("m", [user(TextPart("q"))], response_format=ResponseFormat("json_schema", schema)))
-    assert body["output_config"] == {"format": {"type": "json_schema", "schema": schema}} and "system" not in body
-    assert "output_config" not in encode(ChatRequest("m", [user(TextPart("q"))],
-                                                     response_format=ResponseFormat("text")))
+    body = encode(ChatRequest("m", q, response_format=ResponseFormat("json_schema", schema)))
+    assert body["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+    assert "system" not in body
+    assert "output_config" not in encode(ChatRequest("m", q, response_format=ResponseFormat("text")))
 
 
 @pytest.mark.parametrize(("params", "thinking", "max_tokens"), [
@@ -269,7 +274,8 @@ def test_encoded_request_is_accepted_by_sdk_types():
     ("", "POLICY"),
     ("client", "POLICY\n\nclient"),
     ([{"type": "text", "text": "client", "cache_control": {"type": "ephemeral"}}],
-     [{"type": "text", "text": "POLICY"}, {"type": "text", "text": "client", "cache_control": {"type": "ephemeral"}}]),
+     [{"type": "text", "text": "POLICY"},
+      {"type": "text", "text": "client", "cache_control": {"type": "ephemeral"}}]),
 ])
 def test_patch_prepends_policy_system(system, expected):
     body = {"model": "alias", "max_tokens": 10, "messages": [], "future_field": {"x": 1}}
@@ -304,13 +310,15 @@ def test_patch_keeps_thinking_budget_below_the_clamped_cap():
 FULL_BODY = {
     "model": "claude-x",
     "max_tokens": 1024,
-    "system": [{"type": "text", "text": "Be terse.", "cache_control": {"type": "ephemeral"}}, {"type": "text", "text": "B"}],
+    "system": [{"type": "text", "text": "Be terse.", "cache_control": {"type": "ephemeral"}},
+               {"type": "text", "text": "B"}],
     "messages": [
         {"role": "user", "content": [
             {"type": "text", "text": "Weather?"},
             {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}},
             {"type": "image", "source": {"type": "url", "url": "https://x/cat.jpg"}},
-            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"}},
+            {"type": "document",
+             "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"}},
         ]},
         {"role": "assistant", "content": [
             {"type": "thinking", "thinking": "hmm", "signature": "EqQB"},
@@ -363,8 +371,7 @@ def test_decode_full_request():
     ({"type": "tool", "name": "f"}, ToolChoice("tool", "f"), None),
 ])
 def test_decode_tool_choice(choice, expected, parallel):
-    req = fmt.decode_request({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tool_choice": choice},
-                             ROUTE)
+    req = fmt.decode_request(with_message(tool_choice=choice), ROUTE)
     assert req.tool_choice == expected and req.parallel_tool_calls is parallel
 
 
@@ -374,6 +381,14 @@ def test_decode_simple_request():
                               "thinking": {"type": "adaptive"}}, ROUTE)
     assert req.system == ["S"] and req.messages == [user(TextPart("hello"))] and not req.stream
     assert req.params.reasoning_budget is None and req.tools == [] and req.extra == {}
+
+
+def with_message(**fields) -> dict:
+    return {"max_tokens": 5, "messages": [{"role": "user", "content": "x"}], **fields}
+
+
+def with_blocks(*blocks, role: str = "user") -> dict:
+    return {"max_tokens": 5, "messages": [{"role": role, "content": list(blocks)}]}
 
 
 @pytest.mark.parametrize(("body", "message"), [
@@ -388,12 +403,12 @@ def test_decode_simple_request():
     ({"max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}, "max_tokens"),
     ({"max_tokens": 5, "messages": [{"role": "user", "content": 5}]}, "messages.0.content"),
     ({"max_tokens": 5, "messages": [{"role": "user", "content": [5]}]}, "messages.0.content.0"),
-    ({"max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "text"}]}]}, "text: Field required"),
+    (with_blocks({"type": "text"}), "text: Field required"),
     ({"max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "text", "text": 1}]}]}, "text"),
     ({"max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "image"}]}]}, "source"),
     ({"max_tokens": 5, "messages": [{"role": "user", "content": [
         {"type": "image", "source": {"type": "base64", "media_type": "image/png"}}]}]}, "data"),
-    ({"max_tokens": 5, "messages": [{"role": "assistant", "content": [{"type": "tool_use", "name": "f"}]}]}, "id"),
+    (with_blocks({"type": "tool_use", "name": "f"}, role="assistant"), "id"),
     ({"max_tokens": 5, "messages": [{"role": "assistant", "content": [
         {"type": "tool_use", "id": "t", "name": "f", "input": "{}"}]}]}, "input"),
     ({"max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "tool_result"}]}]}, "tool_use_id"),
@@ -401,13 +416,13 @@ def test_decode_simple_request():
         {"type": "tool_result", "tool_use_id": "t", "content": 3}]}]}, "content"),
     ({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "system": 5}, "system"),
     ({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, "temperature"),
-    ({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "stop_sequences": [1]}, "stop_sequences"),
-    ({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "stop_sequences": "END"}, "stop_sequences"),
-    ({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "x"}}, "tool_choice"),
-    ({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "tool"}}, "name"),
+    (with_message(stop_sequences=[1]), "stop_sequences"),
+    (with_message(stop_sequences="END"), "stop_sequences"),
+    (with_message(tool_choice={"type": "x"}), "tool_choice"),
+    (with_message(tool_choice={"type": "tool"}), "name"),
     ({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tool_choice": "auto"}, "tool_choice"),
     ({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tools": [1]}, "tools.0"),
-    ({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "tools": [{"input_schema": {}}]}, "name"),
+    (with_message(tools=[{"input_schema": {}}]), "name"),
     ({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "metadata": "u"}, "metadata"),
     ({"max_tokens": 5, "messages": [{"role": "user", "content": "x"}], "thinking": {"type": "enabled"}},
      "budget_tokens"),
@@ -426,9 +441,10 @@ def test_decode_never_lets_a_python_exception_escape():
 
     def paths(node, prefix=()):
         yield prefix
-        children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
-        for key, child in children:
-            yield from paths(child, (*prefix, key))
+        if isinstance(node, dict | list):
+            children = node.items() if isinstance(node, dict) else enumerate(node)
+            for key, child in children:
+                yield from paths(child, (*prefix, key))
 
     count = 0
     for path in list(paths(FULL_BODY))[1:]:
@@ -462,9 +478,11 @@ def test_decode_request_sent_by_the_official_sdk():
         model="claude-x", max_tokens=300, system="S", stop_sequences=["##"], extra_body={"temperature": 0.3},
         tools=[{"name": "f", "input_schema": {"type": "object", "properties": {}}}],
         tool_choice={"type": "auto", "disable_parallel_tool_use": True}, metadata={"user_id": "u"},
-        messages=[{"role": "user", "content": "q"},
-                  {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]},
-                  {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "r"}]}])
+        messages=[
+            {"role": "user", "content": "q"},
+            {"role": "assistant",
+             "content": [{"type": "tool_use", "id": "toolu_1", "name": "f", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "r"}]}])
     assert message.content[0].text == "ok" and message.usage.input_tokens == 3
     req = fmt.decode_request(bodies[0], ROUTE)
     assert req.params.max_tokens == 300 and req.params.stop == ["##"] and req.params.user == "u"
@@ -477,8 +495,9 @@ def test_request_round_trip_through_the_neutral_model():
         "model": "claude-x", "max_tokens": 512, "system": "S",
         "messages": [
             {"role": "user", "content": [{"type": "text", "text": "q"}]},
-            {"role": "assistant", "content": [{"type": "thinking", "thinking": "t", "signature": "s"},
-                                              {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": [1]}}]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "t", "signature": "s"},
+                {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": [1]}}]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "r"},
                                          {"type": "text", "text": "more"}]},
         ],
@@ -501,7 +520,8 @@ RESPONSE = {
         {"type": "redacted_thinking", "data": "opaque"},
         {"type": "text", "text": "Let me check.", "citations": None},
         {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"q": "x"}},
-        {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"city": "Oslo"}, "caller": None},
+        {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {"city": "Oslo"},
+         "caller": None},
     ],
     "stop_reason": "tool_use", "stop_sequence": None, "container": None, "future": 1,
     "usage": {"input_tokens": 120, "output_tokens": 40, "cache_creation_input_tokens": 30,
@@ -512,8 +532,10 @@ RESPONSE = {
 
 def test_decode_response():
     resp = fmt.decode_response(RESPONSE)
-    assert (resp.id, resp.model, resp.created, resp.finish) == ("msg_01", "claude-x", 0, FinishReason.TOOL_CALLS)
-    assert resp.parts == [ReasoningPart("plan", "sig"), ReasoningPart(redacted="opaque"), TextPart("Let me check."),
+    assert (resp.id, resp.model, resp.created) == ("msg_01", "claude-x", 0)
+    assert resp.finish is FinishReason.TOOL_CALLS
+    assert resp.parts == [ReasoningPart("plan", "sig"), ReasoningPart(redacted="opaque"),
+                          TextPart("Let me check."),
                           ToolCallPart("toolu_01", "get_weather", '{"city":"Oslo"}')]
     assert resp.usage == Usage(input_tokens=200, output_tokens=40, cached_tokens=50, cache_write_tokens=30,
                                reasoning_tokens=25)
@@ -529,7 +551,8 @@ def test_decode_stop_reasons(reason, finish):
     assert fmt.decode_response({"content": [], "stop_reason": reason}).finish is finish
 
 
-@pytest.mark.parametrize("body", [{"content": "text"}, {"content": [1]}, {"content": [{"type": "text"}], "usage": 3}])
+@pytest.mark.parametrize("body", [{"content": "text"}, {"content": [1]},
+                                  {"content": [{"type": "text"}], "usage": 3}])
 def test_decode_malformed_response_is_a_502(body):
     try:
         resp = fmt.decode_response(body)
@@ -548,18 +571,20 @@ def test_encode_response_is_a_valid_sdk_message_and_round_trips():
     out = fmt.encode_response(resp, ChatRequest("claude-x", []))
     message = anthropic.types.Message.model_validate(out)
     assert message.stop_reason == "tool_use" and message.stop_sequence is None
-    assert [b.type for b in message.content] == ["thinking", "redacted_thinking", "text", "tool_use", "tool_use"]
+    assert [b.type for b in message.content] == [
+        "thinking", "redacted_thinking", "text", "tool_use", "tool_use"]
     assert message.content[3].input == {"a": 1} and message.content[3].id == "call_9"
     assert message.content[4].input == {}
-    assert out["usage"] == {"input_tokens": 120, "cache_creation_input_tokens": 30, "cache_read_input_tokens": 50,
-                            "output_tokens": 40, "output_tokens_details": {"thinking_tokens": 25}}
+    assert out["usage"] == {"input_tokens": 120, "cache_creation_input_tokens": 30,
+                            "cache_read_input_tokens": 50, "output_tokens": 40,
+                            "output_tokens_details": {"thinking_tokens": 25}}
     back = fmt.decode_response(out)
     assert back.usage == resp.usage and back.finish is resp.finish and back.parts[:3] == parts[:3]
 
 
 @pytest.mark.parametrize(("finish", "reason"), [
-    (FinishReason.STOP, "end_turn"), (FinishReason.LENGTH, "max_tokens"), (FinishReason.TOOL_CALLS, "tool_use"),
-    (FinishReason.CONTENT_FILTER, "refusal"), (None, "end_turn"),
+    (FinishReason.STOP, "end_turn"), (FinishReason.LENGTH, "max_tokens"),
+    (FinishReason.TOOL_CALLS, "tool_use"), (FinishReason.CONTENT_FILTER, "refusal"), (None, "end_turn"),
 ])
 def test_encode_response_stop_reasons(finish, reason):
     out = fmt.encode_response(ChatResponse("msg_1", "m", 0, [], finish), ChatRequest("m", []))
@@ -574,12 +599,14 @@ def frame(event: str, data: dict) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
+TOOL_USE_DELTA = {"stop_reason": "tool_use", "stop_sequence": None}
 RECORDED = b"".join([
     frame("message_start", {"type": "message_start", "message": {
         "id": "msg_01", "type": "message", "role": "assistant", "model": "claude-x", "content": [],
         "stop_reason": None, "stop_sequence": None, "container": None,
         "usage": {"input_tokens": 120, "cache_creation_input_tokens": 10, "cache_read_input_tokens": 20,
-                  "output_tokens": 1, "service_tier": "standard", "cache_creation": {"ephemeral_5m_input_tokens": 10}}}}),
+                  "output_tokens": 1, "service_tier": "standard",
+                  "cache_creation": {"ephemeral_5m_input_tokens": 10}}}}),
     b"event: ping\ndata: {\"type\": \"ping\"}\n\n",
     frame("content_block_start", {"type": "content_block_start", "index": 0,
                                   "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
@@ -597,7 +624,8 @@ RECORDED = b"".join([
                                   "delta": {"type": "text_delta", "text": "Let me check — 東京"}}),
     b": a comment line\n",
     frame("content_block_delta", {"type": "content_block_delta", "index": 2,
-                                  "delta": {"type": "citations_delta", "citation": {"type": "char_location"}}}),
+                                  "delta": {"type": "citations_delta",
+                                            "citation": {"type": "char_location"}}}),
     frame("content_block_stop", {"type": "content_block_stop", "index": 2}),
     frame("content_block_start", {"type": "content_block_start", "index": 3, "content_block": {
         "type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}}),
@@ -617,16 +645,17 @@ RECORDED = b"".join([
         "type": "tool_use", "id": "toolu_02", "name": "get_time", "input": {}}}),
     frame("content_block_stop", {"type": "content_block_stop", "index": 5}),
     frame("some_future_event", {"type": "some_future_event", "payload": [1, 2]}),
-    frame("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+    frame("message_delta", {"type": "message_delta", "delta": TOOL_USE_DELTA,
                             "usage": {"output_tokens": 30}}),
-    frame("message_delta", {"type": "message_delta", "delta": {"stop_reason": None},
+    frame("message_delta", {"type": "message_delta", "delta": TOOL_USE_DELTA,
                             "usage": {"output_tokens": 40, "input_tokens": 125,
                                       "output_tokens_details": {"thinking_tokens": 12}}}),
     frame("message_stop", {"type": "message_stop"}),
 ])
 
 EXPECTED = [
-    Start("msg_01", "claude-x", 0, Usage(input_tokens=150, output_tokens=1, cached_tokens=20, cache_write_tokens=10)),
+    Start("msg_01", "claude-x", 0,
+          Usage(input_tokens=150, output_tokens=1, cached_tokens=20, cache_write_tokens=10)),
     ReasoningDelta("Ünïcode “thoughts” 🤔"),
     ReasoningDelta(signature="EqQBsig"),
     ReasoningDelta(redacted="opaque"),
@@ -675,7 +704,8 @@ def test_stream_decoder_folds_to_the_same_answer_as_a_plain_response():
     resp = fold(events[0], events[1:])
     assert resp.finish is FinishReason.TOOL_CALLS and resp.usage.output_tokens == 40
     assert resp.parts == [ReasoningPart("Ünïcode “thoughts” 🤔", "EqQBsig"), ReasoningPart(redacted="opaque"),
-                          TextPart("Let me check — 東京"), ToolCallPart("toolu_01", "get_weather", '{"city": "Oslo"}'),
+                          TextPart("Let me check — 東京"),
+                          ToolCallPart("toolu_01", "get_weather", '{"city": "Oslo"}'),
                           ToolCallPart("toolu_02", "get_time", "{}")]
 
 
@@ -709,7 +739,8 @@ def test_stream_decoder_error_event(error_type, status, kind):
 
 def test_stream_decoder_tolerates_odd_streams():
     data = (b"event: ping\ndata: {\"type\":\"ping\"}\n\n"  # a ping before message_start
-            b"data: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"a\"}}\n\n"
+            b'data: {"type":"content_block_delta","index":0,'
+            b'"delta":{"type":"text_delta","text":"a"}}\n\n'
             b"data: [1, 2]\n\n"
             b"event: message_stop\ndata: {\"type\":\"message_stop\"}")  # no stop_reason, no final blank line
     assert decode_in_chunks(data, []) == [Start("", "", 0), TextDelta("a"), Finish(FinishReason.STOP)]
@@ -737,8 +768,9 @@ def encode_events(events: list, req: ChatRequest | None = None) -> bytes:
 def sdk_final_message(stream_bytes: bytes) -> anthropic.types.Message:
     """Let the official SDK's stream accumulator read our bytes."""
     client = sdk_client(lambda request: sse_response(stream_bytes))
-    with client.messages.stream(model="claude-x", max_tokens=10, messages=[{"role": "user", "content": "q"}]) as s:
-        return s.get_final_message()
+    messages = [{"role": "user", "content": "q"}]
+    with client.messages.stream(model="claude-x", max_tokens=10, messages=messages) as stream:
+        return stream.get_final_message()
 
 
 OPENAI_LIKE = [  # what an OpenAI upstream produces: usage arrives after the finish reason
@@ -779,8 +811,8 @@ def test_stream_encoder_output_accumulated_by_the_official_sdk():
     assert message.content[0].thinking == "thinking more" and message.content[1].text == "Hello 🌍"
     assert (message.content[2].id, message.content[2].input) == ("call_a1", {"city": "Oslo"})
     assert message.content[3].input == {}
-    assert (message.usage.input_tokens, message.usage.cache_read_input_tokens, message.usage.output_tokens) == (
-        50, 40, 33)
+    usage = message.usage
+    assert (usage.input_tokens, usage.cache_read_input_tokens, usage.output_tokens) == (50, 40, 33)
 
 
 def test_anthropic_stream_decoded_and_re_encoded_matches_the_original_for_the_sdk():
@@ -798,19 +830,19 @@ def test_anthropic_stream_decoded_and_re_encoded_matches_the_original_for_the_sd
 
 
 def test_stream_encoder_new_thinking_block_after_a_signature():
-    events = parse_sse(encode_events([Start("m1", "x", 0), ReasoningDelta("a", "s1"), ReasoningDelta("b"),
-                                      ReasoningDelta(signature="s2"), Finish(FinishReason.STOP)]))
-    blocks = [p["content_block"]["type"] for n, p in events if n == "content_block_start"]
+    data = encode_events([Start("m1", "x", 0), ReasoningDelta("a", "s1"), ReasoningDelta("b"),
+                          ReasoningDelta(signature="s2"), Finish(FinishReason.STOP)])
+    blocks = [p["content_block"]["type"] for n, p in parse_sse(data) if n == "content_block_start"]
     assert blocks == ["thinking", "thinking"]
-    message = sdk_final_message(encode_events([Start("m1", "x", 0), ReasoningDelta("a", "s1"), ReasoningDelta("b"),
-                                               ReasoningDelta(signature="s2"), Finish(FinishReason.STOP)]))
+    message = sdk_final_message(data)
     assert [(b.thinking, b.signature) for b in message.content] == [("a", "s1"), ("b", "s2")]
 
 
 def test_stream_encoder_without_usage_or_finish_still_closes_properly():
     events = parse_sse(encode_events([Start("m1", "x", 0, Usage(input_tokens=7)), TextDelta("hi")]))
     assert events[0][1]["message"]["usage"]["input_tokens"] == 7
-    assert events[-2][1]["delta"]["stop_reason"] == "end_turn" and events[-2][1]["usage"] == {"output_tokens": 0}
+    assert events[-2][1]["delta"]["stop_reason"] == "end_turn"
+    assert events[-2][1]["usage"] == {"output_tokens": 0}
     assert [n for n, _ in parse_sse(encode_events([]))] == ["message_start", "message_delta", "message_stop"]
 
 
@@ -901,7 +933,8 @@ def test_sdk_raises_its_own_exception_for_our_errors(status, exception):
      ErrorKind.UPSTREAM, "credentials"),
     (403, b'{"type":"error","error":{"type":"permission_error","message":"no"}}', 502, ErrorKind.UPSTREAM,
      "credentials"),
-    (402, b'{"type":"error","error":{"type":"billing_error","message":"credit"}}', 402, ErrorKind.QUOTA, "credit"),
+    (402, b'{"type":"error","error":{"type":"billing_error","message":"credit"}}', 402, ErrorKind.QUOTA,
+     "credit"),
     (502, b"<html><body>Bad gateway</body></html>", 502, ErrorKind.UPSTREAM, "HTML"),
     (500, b"plain text failure " * 100, 500, ErrorKind.SERVER, "plain text failure"),
     (503, b"", 503, ErrorKind.OVERLOADED, "503"),
@@ -921,7 +954,8 @@ def test_decode_error(status, body, expected_status, kind, message):
 
 def test_models():
     assert fmt.MODELS_PATH == "/v1/models"
-    body = {"data": [{"type": "model", "id": "claude-a", "display_name": "A", "created_at": "2025-01-01T00:00:00Z"},
+    body = {"data": [{"type": "model", "id": "claude-a", "display_name": "A",
+                      "created_at": "2025-01-01T00:00:00Z"},
                      {"id": 5}, "junk", {"type": "model", "id": "claude-b"}], "has_more": False}
     assert fmt.decode_models(body) == ["claude-a", "claude-b"]
     assert fmt.decode_models({}) == []

@@ -43,7 +43,7 @@ from aigateway.model import (
 
 NAME = "anthropic"
 ID_PREFIX = "msg_"
-MODELS_PATH = "/v1/models"
+MODELS_PATH = "/v1/models?limit=1000"  # the default page is 20
 MESSAGES_PATH = "/v1/messages"
 DEFAULT_MAX_TOKENS = 4096
 """``max_tokens`` is required by Anthropic (§3.1, §11.1): used when neither client nor policy sets one."""
@@ -247,7 +247,7 @@ def _arguments(text: str) -> dict:
 def _encode_part(part: Any, role: str) -> dict | None:
     if isinstance(part, TextPart):
         return {"type": "text", "text": part.text} if part.text.strip() else None  # §3.3: empty text is a 400
-    if isinstance(part, ImagePart):
+    if isinstance(part, ImagePart) and (part.data or part.url):
         doc = part.media_type == "application/pdf"
         source = ({"type": "base64", "media_type": part.media_type or "image/png", "data": part.data}
                   if part.data else {"type": "url", "url": part.url})
@@ -255,7 +255,7 @@ def _encode_part(part: Any, role: str) -> dict | None:
     if isinstance(part, ToolCallPart) and role == "assistant":
         return {"type": "tool_use", "id": _tool_id(part.id), "name": part.name,
                 "input": _arguments(part.arguments)}
-    if isinstance(part, ToolResultPart):
+    if isinstance(part, ToolResultPart) and role == "user":
         block: dict[str, Any] = {"type": "tool_result", "tool_use_id": _tool_id(part.tool_call_id)}
         if part.content:
             block["content"] = part.content
@@ -532,7 +532,7 @@ class StreamDecoder:
                 events.append(ToolCallDelta(self._blocks[index], delta["partial_json"]))
         elif kind == "message_delta":
             finish = _finish(delta.get("stop_reason"))
-            if finish:
+            if finish and not self._finished:
                 self._finished = True
                 events.append(Finish(finish))
             usage = data.get("usage")

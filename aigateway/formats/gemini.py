@@ -57,34 +57,36 @@ SKIP_SIGNATURE = "skip_thought_signature_validator"
 # reasoning_effort -> thinkingBudget: the mapping Google's own OpenAI-compatible endpoint documents.
 EFFORT_BUDGETS = {"none": 0, "minimal": 1024, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 24576,
                   "max": 24576}
-_KNOWN = frozenset({"contents", "systemInstruction", "system_instruction", "generationConfig", "generation_config",
-                    "tools", "toolConfig", "tool_config", "model"})
-_FILTERED = frozenset({"SAFETY", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT",
-                       "LANGUAGE", "RECITATION", "IMAGE_RECITATION"})
+_KNOWN = frozenset({"contents", "systemInstruction", "system_instruction", "generationConfig",
+                    "generation_config", "tools", "toolConfig", "tool_config", "model"})
+_FILTERED = frozenset({"SAFETY", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE",
+                       "IMAGE_PROHIBITED_CONTENT", "RECITATION", "IMAGE_RECITATION"})  # §6.1
 _FINISH_OUT = {FinishReason.STOP: "STOP", FinishReason.TOOL_CALLS: "STOP", FinishReason.LENGTH: "MAX_TOKENS",
                FinishReason.CONTENT_FILTER: "SAFETY"}
 _MODE_IN = {"AUTO": "auto", "VALIDATED": "auto", "NONE": "none", "ANY": "required"}
 _MODE_OUT = {"auto": "AUTO", "none": "NONE", "required": "ANY", "tool": "ANY"}
-_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 402: "FAILED_PRECONDITION", 403: "PERMISSION_DENIED",
-           404: "NOT_FOUND", 409: "ABORTED", 413: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
-           502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}  # §8.2
+_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 402: "FAILED_PRECONDITION",
+           403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "ABORTED", 413: "INVALID_ARGUMENT",
+           429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 502: "UNAVAILABLE", 503: "UNAVAILABLE",
+           504: "DEADLINE_EXCEEDED"}  # §8.2
 _KIND_STATUS = {ErrorKind.RATE_LIMIT: "RESOURCE_EXHAUSTED", ErrorKind.QUOTA: "RESOURCE_EXHAUSTED",
                 ErrorKind.TIMEOUT: "DEADLINE_EXCEEDED", ErrorKind.NOT_FOUND: "NOT_FOUND"}
-_MIME = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif", "webp": "image/webp",
-         "heic": "image/heic", "heif": "image/heif", "pdf": "application/pdf"}
+_MIME = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif",
+         "webp": "image/webp", "heic": "image/heic", "heif": "image/heif", "pdf": "application/pdf"}
 # JSON Schema keywords Gemini's OpenAPI-subset Schema also takes (§4.2); everything else is dropped.
-_SCHEMA_KEYS = frozenset({"description", "enum", "title", "minItems", "maxItems", "minimum", "maximum", "minLength",
-                          "maxLength", "pattern", "minProperties", "maxProperties", "default", "example"})
+_SCHEMA_KEYS = frozenset({"description", "enum", "title", "minItems", "maxItems", "minimum", "maximum",
+                          "minLength", "maxLength", "pattern", "minProperties", "maxProperties", "default",
+                          "example"})
 _FORMATS = frozenset({"enum", "date-time", "int32", "int64", "float", "double"})
-_INT_PARAMS = (("max_tokens", "maxOutputTokens"), ("n", "candidateCount"), ("seed", "seed"),
-               ("top_k", "topK"), ("reasoning_budget", "thinkingBudget"))
-_NUM_PARAMS = (("temperature", "temperature"), ("top_p", "topP"), ("presence_penalty", "presencePenalty"),
-               ("frequency_penalty", "frequencyPenalty"))
+# neutral Params field, Gemini generationConfig name, integer?
+_PARAMS = (("max_tokens", "maxOutputTokens", True), ("n", "candidateCount", True), ("seed", "seed", True),
+           ("top_k", "topK", True), ("temperature", "temperature", False), ("top_p", "topP", False),
+           ("presence_penalty", "presencePenalty", False), ("frequency_penalty", "frequencyPenalty", False))
 
 
 def _g(obj: Any, name: str) -> Any:
     """A field by its camelCase name or its snake_case spelling: the API takes both, and google-genai
-    itself sends a mix (``inlineData`` with ``mime_type``, ``thinkingConfig`` with ``thinking_budget``) (§4.1)."""
+    itself sends a mix (``inlineData`` holding ``mime_type``, ``parameters_json_schema``) (§4.1)."""
     if not isinstance(obj, dict):
         return None
     value = obj.get(name)
@@ -147,10 +149,11 @@ def _messages(contents: Any) -> list[Message]:
             if not isinstance(part, dict):
                 raise invalid(f"{where}.parts[{pi}]: expected an object", where)
             text, blob, file = _g(part, "text"), _g(part, "inlineData"), _g(part, "fileData")
+            sig = _g(part, "thoughtSignature")
             call, resp = _g(part, "functionCall"), _g(part, "functionResponse")
             if text is not None:
                 thought = role == "model" and _g(part, "thought")
-                parts.append(ReasoningPart(str(text), _g(part, "thoughtSignature")) if thought else TextPart(str(text)))
+                parts.append(ReasoningPart(str(text), sig) if thought else TextPart(str(text)))
             elif blob is not None:
                 if not isinstance(_g(blob, "data"), str):
                     raise invalid(f"{where}.parts[{pi}].inlineData: data must be a base64 string", where)
@@ -166,9 +169,9 @@ def _messages(contents: Any) -> list[Message]:
                     raise invalid(f"{where}.parts[{pi}]: a function part needs a name and an object", where)
                 given = _g(item, "id")
                 if call is not None:
-                    sig = _g(part, "thoughtSignature")
-                    tc = ToolCallPart(str(given or _call_id(ci, pi, name)), name, orjson.dumps(extra or {}).decode(),
-                                      {"thought_signature": sig} if sig else {})
+                    data = {"thought_signature": sig} if sig else {}
+                    args = orjson.dumps(extra or {}).decode()
+                    tc = ToolCallPart(str(given or _call_id(ci, pi, name)), name, args, data)
                     pending.append(tc)
                     parts.append(tc)
                 else:  # link to the call with this id, else the earliest unanswered call of this name
@@ -210,10 +213,8 @@ def _from_openapi(schema: Any) -> Any:
 def _params(config: Any) -> tuple[Params, ResponseFormat | None]:
     if not isinstance(config, dict):
         raise invalid("generationConfig: expected an object", "generationConfig")
-    p = Params(max_tokens=_g(config, "maxOutputTokens"), temperature=_g(config, "temperature"),
-               top_p=_g(config, "topP"), n=_g(config, "candidateCount"), seed=_g(config, "seed"),
-               presence_penalty=_g(config, "presencePenalty"), frequency_penalty=_g(config, "frequencyPenalty"))
-    top_k = _g(config, "topK")  # google-genai types it as a float
+    p = Params(**{attr: _g(config, name) for attr, name, _ in _PARAMS})
+    top_k = p.top_k  # google-genai types it as a float
     p.top_k = int(top_k) if isinstance(top_k, float) and top_k.is_integer() else top_k
     stop = _g(config, "stopSequences")
     p.stop = [stop] if isinstance(stop, str) else stop
@@ -256,17 +257,16 @@ def _tool_choice(raw: Any) -> ToolChoice | None:
 
 
 def _check(params: Params) -> None:
-    for attr, name in _INT_PARAMS:
+    for attr, name, integer in (*_PARAMS, ("reasoning_budget", "thinkingBudget", True)):
         value = getattr(params, attr)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            raise invalid(f"generationConfig.{name}: expected an integer", name)
-    for attr, name in _NUM_PARAMS:
-        value = getattr(params, attr)
-        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
-            raise invalid(f"generationConfig.{name}: expected a number", name)
+        kinds = int if integer else (int, float)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+            kind = "an integer" if integer else "a number"
+            raise invalid(f"generationConfig.{name}: expected {kind}", name)
     if params.max_tokens is not None and params.max_tokens < 1:
         raise invalid("generationConfig.maxOutputTokens: must be at least 1", "maxOutputTokens")
-    if params.stop is not None and not (isinstance(params.stop, list) and all(isinstance(s, str) for s in params.stop)):
+    stop = params.stop
+    if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
         raise invalid("generationConfig.stopSequences: expected a list of strings", "stopSequences")
 
 
@@ -307,7 +307,7 @@ def _args(arguments: str) -> dict:
 def _call_part(name: str, arguments: str, provider_data: dict) -> dict:
     part: dict[str, Any] = {"functionCall": {"name": name, "args": _args(arguments)}}
     if provider_data.get("thought_signature"):
-        part["thoughtSignature"] = provider_data["thought_signature"]  # beside functionCall, not inside (§4.2)
+        part["thoughtSignature"] = provider_data["thought_signature"]  # beside functionCall (§4.2)
     return part
 
 
@@ -335,7 +335,8 @@ def _response_part(p: ToolResultPart, names: dict[str, str]) -> dict:
             pass
     if not isinstance(response, dict):
         response = {"error" if p.is_error else "result": p.content}
-    return {"functionResponse": {"name": p.name or names.get(p.tool_call_id) or "unknown", "response": response}}
+    name = p.name or names.get(p.tool_call_id) or "unknown"
+    return {"functionResponse": {"name": name, "response": response}}
 
 
 def _append(contents: list[dict], role: str, parts: list[dict]) -> None:
@@ -358,11 +359,12 @@ def _contents(messages: list[Message], sign: bool) -> list[dict]:
     for msg in messages:
         if msg.role == "assistant":  # reasoning is not replayed to Gemini; only call signatures are
             names.update((p.id, p.name) for p in msg.parts if isinstance(p, ToolCallPart))
-            _append(contents, "model", [
-                {"text": p.text} if isinstance(p, TextPart) else _call_part(p.name, p.arguments, p.provider_data)
-                for p in msg.parts if (isinstance(p, TextPart) and p.text) or isinstance(p, ToolCallPart)])
+            kept = [p for p in msg.parts if isinstance(p, ToolCallPart) or isinstance(p, TextPart) and p.text]
+            _append(contents, "model", [_call_part(p.name, p.arguments, p.provider_data)
+                                        if isinstance(p, ToolCallPart) else {"text": p.text} for p in kept])
             continue
-        _append(contents, "user", [_response_part(p, names) for p in msg.parts if isinstance(p, ToolResultPart)])
+        results = [_response_part(p, names) for p in msg.parts if isinstance(p, ToolResultPart)]
+        _append(contents, "user", results)
         _append(contents, "user", [_user_part(p) for p in msg.parts
                                    if (isinstance(p, TextPart) and p.text) or isinstance(p, ImagePart)])
     if not contents or contents[0]["role"] != "user":
@@ -439,18 +441,18 @@ def _declaration(tool: Tool) -> dict:
 
 def _config(req: ChatRequest) -> dict:
     p = req.params
-    config = {key: value for key, value in (
-        ("maxOutputTokens", p.max_tokens), ("temperature", p.temperature), ("topP", p.top_p), ("topK", p.top_k),
-        ("stopSequences", p.stop or None), ("candidateCount", p.n), ("seed", p.seed),
-        ("presencePenalty", p.presence_penalty), ("frequencyPenalty", p.frequency_penalty)) if value is not None}
+    config = {name: getattr(p, attr) for attr, name, _ in _PARAMS if getattr(p, attr) is not None}
+    if p.stop:
+        config["stopSequences"] = p.stop
     fmt = req.response_format
     if fmt is not None and fmt.type in ("json_object", "json_schema"):
         config["responseMimeType"] = "application/json"
         if fmt.type == "json_schema":  # responseJsonSchema takes plain JSON Schema (§5.3)
             config["responseJsonSchema"] = fmt.schema or {"type": "object"}
-    budget = p.reasoning_budget if p.reasoning_budget is not None else EFFORT_BUDGETS.get(p.reasoning_effort or "")
+    budget = p.reasoning_budget
+    budget = EFFORT_BUDGETS.get(p.reasoning_effort or "") if budget is None else budget
     if budget is not None:
-        config["thinkingConfig"] = {"thinkingBudget": budget, "includeThoughts": True} if budget else {"thinkingBudget": 0}
+        config["thinkingConfig"] = {"thinkingBudget": budget, **({"includeThoughts": True} if budget else {})}
     return config
 
 
@@ -499,7 +501,7 @@ def patch_request(body: dict, policy: Policy, route: Route) -> tuple[str, dict]:
     return _path(policy.model, bool(route.stream)), body
 
 
-# ---------------------------------------------------------------- responses and streams in (Gemini -> gateway)
+# ---------------------------------------------------------------- responses in (Gemini -> gateway)
 
 
 def _usage(raw: Any) -> Usage | None:
@@ -607,8 +609,9 @@ class StreamDecoder:
             index, self._calls = self._calls, self._calls + 1
             call_id = str(call.get("id") or _call_id(self._rid, index))
             args = orjson.dumps(call.get("args") or {}).decode()
-            return [ToolCallStart(index, call_id, str(call.get("name") or ""), {"thought_signature": sig} if sig else {}),
-                    ToolCallDelta(index, args)]
+            data = {"thought_signature": sig} if sig else {}
+            name = str(call.get("name") or "")
+            return [ToolCallStart(index, call_id, name, data), ToolCallDelta(index, args)]
         if isinstance(text, str) and part.get("thought"):
             return [ReasoningDelta(text, sig)] if text or sig else []
         return [TextDelta(text)] if isinstance(text, str) and text else []
@@ -627,13 +630,13 @@ def decode_response(body: dict) -> ChatResponse:
         raise GatewayError(502, ErrorKind.UPSTREAM, f"malformed upstream response: {exc}") from None
 
 
-# ---------------------------------------------------------------- responses and streams out (gateway -> client)
+# ---------------------------------------------------------------- responses out (gateway -> client)
 
 
 def _encode_usage(u: Usage) -> dict:
     """Neutral usage the Gemini way (§6.2): candidatesTokenCount excludes thoughts."""
-    out = {"promptTokenCount": u.input_tokens, "candidatesTokenCount": max(0, u.output_tokens - u.reasoning_tokens),
-           "totalTokenCount": u.total_tokens}
+    out = {"promptTokenCount": u.input_tokens, "totalTokenCount": u.total_tokens,
+           "candidatesTokenCount": max(0, u.output_tokens - u.reasoning_tokens)}
     if u.reasoning_tokens:
         out["thoughtsTokenCount"] = u.reasoning_tokens
     if u.cached_tokens:
@@ -641,7 +644,8 @@ def _encode_usage(u: Usage) -> dict:
     return out
 
 
-def _response(parts: list[dict], finish: FinishReason | None, usage: Usage | None, model: str, rid: str) -> dict:
+def _response(parts: list[dict], finish: FinishReason | None, usage: Usage | None, model: str, rid: str
+              ) -> dict:
     candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}}
     if finish is not None:
         candidate["finishReason"] = _FINISH_OUT[finish]
@@ -682,7 +686,8 @@ class StreamEncoder:
     def _frame(self, data: bytes) -> bytes:
         return sse(data) if self._sse else self._array.encode(data)
 
-    def _chunk(self, parts: list[dict], finish: FinishReason | None = None, usage: Usage | None = None) -> bytes:
+    def _chunk(self, parts: list[dict], finish: FinishReason | None = None, usage: Usage | None = None
+               ) -> bytes:
         return self._frame(orjson.dumps(_response(parts, finish, usage, *self._meta)))
 
     def _flush(self) -> list[dict]:
@@ -696,7 +701,7 @@ class StreamEncoder:
         if isinstance(event, Start):
             self._meta = (event.model, event.id)
         elif isinstance(event, (TextDelta, ReasoningDelta)) and event.text:
-            part = {"text": event.text, "thought": True} if isinstance(event, ReasoningDelta) else {"text": event.text}
+            part = {"text": event.text, **({"thought": True} if isinstance(event, ReasoningDelta) else {})}
             calls = self._flush()
             return (self._chunk(calls) if calls else b"") + self._chunk([part])
         elif isinstance(event, ToolCallStart):

@@ -53,6 +53,9 @@ _KNOWN = frozenset({
 })
 _PARAM_FIELDS = ("temperature", "top_p", "top_k", "n", "seed", "presence_penalty", "frequency_penalty",
                  "reasoning_effort", "user")
+# What encode_request sends: top_k is not OpenAI's (OpenAI rejects it); from an Anthropic or Gemini
+# client it is only a sampling hint, so it is dropped rather than risk a 400.
+_SENT_FIELDS = tuple(f for f in _PARAM_FIELDS if f != "top_k")
 _FINISH = {"stop": FinishReason.STOP, "length": FinishReason.LENGTH, "model_length": FinishReason.LENGTH,
            "tool_calls": FinishReason.TOOL_CALLS, "function_call": FinishReason.TOOL_CALLS,
            "content_filter": FinishReason.CONTENT_FILTER}
@@ -285,7 +288,7 @@ def encode_request(req: ChatRequest, policy: Policy) -> tuple[str, dict]:
         messages.extend(_encode_message(msg))
     body: dict[str, Any] = {"model": req.model, "messages": messages}
     p = req.params
-    for name in _PARAM_FIELDS:
+    for name in _SENT_FIELDS:
         if getattr(p, name) is not None:
             body[name] = getattr(p, name)
     if p.max_tokens is not None:
