@@ -410,6 +410,18 @@ def _chars(resp: ChatResponse) -> int:
                len(p.arguments) + len(p.name) if isinstance(p, ToolCallPart) else 0 for p in resp.parts)
 
 
-async def chat(gw: Gateway, sink: Sink, fmt_name: str, route: Route, raw: bytes) -> None:
-    """Handle one chat request in the ``fmt_name`` wire format."""
-    await Exchange(gw, sink, FORMATS[fmt_name], route).run(raw)
+async def count_tokens(gw: Gateway, sink: Sink, fmt: ModuleType, route: Route, raw: bytes) -> None:
+    """count_tokens / countTokens: the gateway's own estimate (the one its limits use), with the
+    client's system prompt included; free, so it is neither limited nor logged."""
+    try:
+        client = authenticate(gw, sink.request)
+        req = fmt.decode_count(parse_body(raw), route)
+        provider_of(gw, client)
+        system = client["system_prompt"] or ""
+        tokens = estimate_input(req) + (estimate_tokens(system) if system else 0)
+    except GatewayError as err:
+        sink.write_gateway_error(err)
+        return
+    sink.set_header("Content-Type", "application/json")
+    sink.write(orjson.dumps(fmt.encode_count(tokens)))
+    sink.finish()

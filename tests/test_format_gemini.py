@@ -61,8 +61,8 @@ def sse_payloads(data: bytes) -> list[dict]:
     return out
 
 
-def request(messages: list[Message], **kw) -> ChatRequest:
-    return ChatRequest(model="gemini-2.5-flash", messages=messages, **kw)
+def request(messages: list[Message], model: str = "gemini-2.5-flash", **kw) -> ChatRequest:
+    return ChatRequest(model=model, messages=messages, **kw)
 
 
 def encode(req: ChatRequest) -> dict:
@@ -73,9 +73,9 @@ def encode(req: ChatRequest) -> dict:
 
 
 def test_encode_paths_system_and_params() -> None:
-    req = request([Message("user", [TextPart("hi")])], system=["be terse", "be kind"],
-                  params=Params(max_tokens=100, temperature=0.5, top_p=0.9, top_k=40, stop=["END"], n=2, seed=7,
-                                presence_penalty=0.1, frequency_penalty=0.2, user="u1"))
+    params = Params(max_tokens=100, temperature=0.5, top_p=0.9, top_k=40, stop=["END"], n=2, seed=7,
+                    presence_penalty=0.1, frequency_penalty=0.2, user="u1")
+    req = request([Message("user", [TextPart("hi")])], system=["be terse", "be kind"], params=params)
     path, body = gemini.encode_request(req, Policy("gemini-2.5-flash"))
     assert path == "/v1beta/models/gemini-2.5-flash:generateContent"
     assert body["systemInstruction"] == {"parts": [{"text": "be terse"}, {"text": "be kind"}]}
@@ -119,10 +119,10 @@ def tool_history() -> list[Message]:
     """An OpenAI-style tool conversation: two parallel calls, their results, then a new user text."""
     return [
         Message("user", [TextPart("weather in Oslo and Bergen?")]),
-        Message("assistant", [ReasoningPart("thinking...", "anthropic-sig"), TextPart("Checking."),
-                              ToolCallPart("call_a", "get_weather", '{"city": "Oslo"}', {"thought_signature": "c2ln"}),
-                              ToolCallPart("call_b", "get_weather", "not json"),
-                              ToolCallPart("call_c", "get_time", "")]),
+        Message("assistant", [
+            ReasoningPart("thinking...", "anthropic-sig"), TextPart("Checking."),
+            ToolCallPart("call_a", "get_weather", '{"city": "Oslo"}', {"thought_signature": "c2ln"}),
+            ToolCallPart("call_b", "get_weather", "not json"), ToolCallPart("call_c", "get_time", "")]),
         Message("user", [ToolResultPart("call_a", '{"temp_c": 4}'), ToolResultPart("call_b", "rain"),
                          ToolResultPart("call_c", "boom", is_error=True)]),
         Message("user", [TextPart("and tomorrow?")]),
@@ -132,7 +132,7 @@ def tool_history() -> list[Message]:
 def test_encode_tool_history() -> None:
     contents = encode(request(tool_history()))["contents"]
     assert [c["role"] for c in contents] == ["user", "model", "user", "model", "user"]
-    assert contents[1]["parts"] == [  # reasoning dropped; the signature rides on its call, beside functionCall
+    assert contents[1]["parts"] == [  # reasoning dropped; the signature rides beside its functionCall
         {"text": "Checking."},
         {"functionCall": {"name": "get_weather", "args": {"city": "Oslo"}}, "thoughtSignature": "c2ln"},
         {"functionCall": {"name": "get_weather", "args": {}}},
@@ -166,7 +166,8 @@ def test_encode_signature_stand_in_for_gemini_3_only() -> None:
     model25 = encode(request(history, model="gemini-2.5-flash"))["contents"][1]["parts"]
     assert all("thoughtSignature" not in p for p in model25)
     signed = [Message("assistant", [ToolCallPart("a", "f", "{}", {"thought_signature": "real"})])]
-    assert encode(request(signed, model="gemini-3-flash"))["contents"][1]["parts"][0]["thoughtSignature"] == "real"
+    part = encode(request(signed, model="gemini-3-flash"))["contents"][1]["parts"][0]
+    assert part["thoughtSignature"] == "real"
 
 
 def test_encode_response_format_and_reasoning() -> None:
@@ -174,13 +175,15 @@ def test_encode_response_format_and_reasoning() -> None:
     cfg = encode(request(msgs, response_format=ResponseFormat("json_object")))["generationConfig"]
     assert cfg == {"responseMimeType": "application/json"}
     schema = {"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": False}
-    cfg = encode(request(msgs, response_format=ResponseFormat("json_schema", schema, "x")))["generationConfig"]
+    fmt = ResponseFormat("json_schema", schema, "x")
+    cfg = encode(request(msgs, response_format=fmt))["generationConfig"]
     assert cfg == {"responseMimeType": "application/json", "responseJsonSchema": schema}
     assert "generationConfig" not in encode(request(msgs, response_format=ResponseFormat("text")))
     for effort, budget in (("low", 1024), ("medium", 8192), ("high", 24576)):
         cfg = encode(request(msgs, params=Params(reasoning_effort=effort)))["generationConfig"]
         assert cfg == {"thinkingConfig": {"thinkingBudget": budget, "includeThoughts": True}}
-    cfg = encode(request(msgs, params=Params(reasoning_budget=2000, reasoning_effort="high")))["generationConfig"]
+    params = Params(reasoning_budget=2000, reasoning_effort="high")
+    cfg = encode(request(msgs, params=params))["generationConfig"]
     assert cfg["thinkingConfig"] == {"thinkingBudget": 2000, "includeThoughts": True}
     assert encode(request(msgs, params=Params(reasoning_effort="none")))["generationConfig"] == {
         "thinkingConfig": {"thinkingBudget": 0}}
@@ -188,12 +191,13 @@ def test_encode_response_format_and_reasoning() -> None:
 
 def test_encode_tools_sanitizes_schema() -> None:
     schema = {
-        "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object", "additionalProperties": False,
+        "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+        "additionalProperties": False,
         "$defs": {"Unit": {"type": "string", "enum": ["c", "f"], "description": "unit"}},
         "properties": {
             "city": {"type": "string", "format": "uri", "title": "City"},
             "when": {"type": ["string", "null"], "format": "date-time"},
-            "unit": {"anyOf": [{"$ref": "#/$defs/Unit"}, {"type": "null"}], "description": "temperature unit"},
+            "unit": {"anyOf": [{"$ref": "#/$defs/Unit"}, {"type": "null"}], "description": "the unit"},
             "days": {"type": "array", "items": {"type": "integer", "format": "int32"}, "maxItems": 7},
             "mode": {"const": "fast"},
             "either": {"oneOf": [{"type": "string"}, {"type": "number"}]},
@@ -202,9 +206,9 @@ def test_encode_tools_sanitizes_schema() -> None:
         },
         "required": ["city"],
     }
-    req = request([Message("user", [TextPart("q")])], tools=[
-        Tool("get_weather", "Current weather", schema), Tool("ping", None, {"type": "object", "properties": {}}),
-        Tool("noargs", "", None)], tool_choice=ToolChoice("auto"))
+    tools = [Tool("get_weather", "Current weather", schema),
+             Tool("ping", None, {"type": "object", "properties": {}}), Tool("noargs", "", None)]
+    req = request([Message("user", [TextPart("q")])], tools=tools, tool_choice=ToolChoice("auto"))
     body = encode(req)
     decls = body["tools"][0]["functionDeclarations"]
     assert len(body["tools"]) == 1 and [d["name"] for d in decls] == ["get_weather", "ping", "noargs"]
@@ -215,7 +219,7 @@ def test_encode_tools_sanitizes_schema() -> None:
         "properties": {
             "city": {"type": "STRING", "title": "City"},
             "when": {"type": "STRING", "format": "date-time", "nullable": True},
-            "unit": {"type": "STRING", "enum": ["c", "f"], "description": "temperature unit", "nullable": True},
+            "unit": {"type": "STRING", "enum": ["c", "f"], "description": "the unit", "nullable": True},
             "days": {"type": "ARRAY", "items": {"type": "INTEGER", "format": "int32"}, "maxItems": 7},
             "mode": {"enum": ["fast"]},
             "either": {"anyOf": [{"type": "STRING"}, {"type": "NUMBER"}]},
@@ -231,12 +235,14 @@ def test_encode_tool_choice_and_recursive_ref() -> None:
     tree = {"$defs": {"Node": {"type": "object", "properties": {"kids": {"type": "array",
                                                                         "items": {"$ref": "#/$defs/Node"}}}}},
             "type": "object", "properties": {"root": {"$ref": "#/$defs/Node"}}}
+    msgs = [Message("user", [TextPart("q")])]
     for choice, expected in ((ToolChoice("none"), {"mode": "NONE"}), (ToolChoice("required"), {"mode": "ANY"}),
                              (ToolChoice("tool", "f"), {"mode": "ANY", "allowedFunctionNames": ["f"]})):
-        body = encode(request([Message("user", [TextPart("q")])], tools=[Tool("f", None, tree)], tool_choice=choice))
+        body = encode(request(msgs, tools=[Tool("f", None, tree)], tool_choice=choice))
         assert body["toolConfig"] == {"functionCallingConfig": expected}
-        assert body["tools"][0]["functionDeclarations"][0]["parameters"]["properties"]["root"]["type"] == "OBJECT"
-    assert "toolConfig" not in encode(request([Message("user", [TextPart("q")])], tool_choice=ToolChoice("auto")))
+        params = body["tools"][0]["functionDeclarations"][0]["parameters"]
+        assert params["properties"]["root"]["type"] == "OBJECT"
+    assert "toolConfig" not in encode(request(msgs, tool_choice=ToolChoice("auto")))
 
 
 # ---------------------------------------------------------------- patch_request (same-format fast path)
@@ -264,7 +270,8 @@ def test_patch_request_snake_case_and_missing() -> None:
     _, out = gemini.patch_request({"contents": []}, Policy("g", system="s", max_tokens=50), Route("g"))
     assert out == {"contents": [], "systemInstruction": {"parts": [{"text": "s"}]},
                    "generationConfig": {"maxOutputTokens": 50}}
-    _, out = gemini.patch_request({"contents": [], "generationConfig": {"maxOutputTokens": 9}}, Policy("g"), Route())
+    body = {"contents": [], "generationConfig": {"maxOutputTokens": 9}}
+    _, out = gemini.patch_request(body, Policy("g"), Route())
     assert out == {"contents": [], "generationConfig": {"maxOutputTokens": 9}}
 
 
@@ -274,8 +281,10 @@ def test_patch_request_snake_case_and_missing() -> None:
 # parameters_json_schema, thinking_config fields), plus a function turn.
 SDK_BODY = {
     "contents": [
-        {"parts": [{"text": "hi"}, {"inlineData": {"data": "iVBORw==", "mime_type": "image/png"}}], "role": "user"},
-        {"parts": [{"functionCall": {"args": {"x": "1"}, "name": "g"}, "thoughtSignature": "c2ln"}], "role": "model"},
+        {"parts": [{"text": "hi"}, {"inlineData": {"data": "iVBORw==", "mime_type": "image/png"}}],
+         "role": "user"},
+        {"parts": [{"functionCall": {"args": {"x": "1"}, "name": "g"}, "thoughtSignature": "c2ln"}],
+         "role": "model"},
         {"parts": [{"functionResponse": {"name": "g", "response": {"r": 1}}}], "role": "user"},
     ],
     "systemInstruction": {"parts": [{"text": "be terse"}], "role": "user"},
@@ -283,10 +292,10 @@ SDK_BODY = {
     "tools": [{"functionDeclarations": [
         {"description": "d", "name": "g",
          "parameters_json_schema": {"type": "object", "properties": {"x": {"type": ["string", "null"]}}}},
-        {"name": "h", "parameters": {"type": "OBJECT", "properties": {"q": {"type": "STRING", "nullable": True},
-                                                                      "n": {"type": "ARRAY",
-                                                                            "items": {"type": "INTEGER"}}},
-                                     "required": ["q"], "propertyOrdering": ["q", "n"]}}]},
+        {"name": "h", "parameters": {
+            "type": "OBJECT", "required": ["q"], "propertyOrdering": ["q", "n"],
+            "properties": {"q": {"type": "STRING", "nullable": True},
+                           "n": {"type": "ARRAY", "items": {"type": "INTEGER"}}}}}]},
         {"googleSearch": {}}],
     "toolConfig": {"functionCallingConfig": {"allowedFunctionNames": ["g"], "mode": "ANY"}},
     "generationConfig": {
@@ -314,9 +323,9 @@ def test_decode_sdk_body() -> None:
                                                                  "properties": {"a": {"type": "string"}}})
     assert req.tools == [
         Tool("g", "d", {"type": "object", "properties": {"x": {"type": ["string", "null"]}}}),
-        Tool("h", None, {"type": "object", "properties": {"q": {"type": ["string", "null"]},
-                                                          "n": {"type": "array", "items": {"type": "integer"}}},
-                         "required": ["q"]}),
+        Tool("h", None, {"type": "object", "required": ["q"],
+                         "properties": {"q": {"type": ["string", "null"]},
+                                        "n": {"type": "array", "items": {"type": "integer"}}}}),
     ]
     assert req.tool_choice == ToolChoice("tool", "g")
     assert req.extra == {"safetySettings": SDK_BODY["safetySettings"]}
@@ -332,7 +341,8 @@ def test_decode_snake_case_everywhere() -> None:
                                         {"function_call": {"name": "f", "args": {"a": 1}}}]},
             {"role": "user", "parts": [{"function_response": {"name": "f", "response": {"result": "ok"}}}]},
         ],
-        "generation_config": {"max_output_tokens": 7, "stop_sequences": "END", "top_p": 0.5, "candidate_count": 1,
+        "generation_config": {"max_output_tokens": 7, "stop_sequences": "END", "top_p": 0.5,
+                              "candidate_count": 1,
                               "response_mime_type": "application/json",
                               "response_schema": {"type": "OBJECT", "properties": {"k": {"type": "STRING"}}},
                               "presence_penalty": 0.5, "frequency_penalty": 0.25, "seed": 3,
@@ -377,7 +387,8 @@ CONVERSATION = [
                                {"functionResponse": {"name": "weather", "response": {"result": "9C"}}}]},
     {"role": "model", "parts": [{"text": "Oslo 4C, Bergen 9C at noon."}]},
     {"role": "user", "parts": [{"text": "and Paris?"}]},
-    {"role": "model", "parts": [{"functionCall": {"name": "weather", "args": {"city": "Paris"}, "id": "given-1"}}]},
+    {"role": "model", "parts": [{"functionCall": {"name": "weather", "args": {"city": "Paris"},
+                                                  "id": "given-1"}}]},
     {"role": "user", "parts": [{"functionResponse": {"name": "weather", "id": "given-1",
                                                      "response": {"temp": 12}}}]},
 ]
@@ -389,7 +400,8 @@ def test_decode_ids_stable_and_linked_across_turns() -> None:
     ids = [p.id for p in first[1].parts]
     assert len(set(ids)) == 3 and [p.id for p in full[1].parts] == ids  # same ids as the history grows
     # responses link by name to the earliest unanswered call of that name
-    assert [(r.tool_call_id, r.content) for r in full[2].parts] == [(ids[2], "noon"), (ids[0], "4C"), (ids[1], "9C")]
+    links = [(r.tool_call_id, r.content) for r in full[2].parts]
+    assert links == [(ids[2], "noon"), (ids[0], "4C"), (ids[1], "9C")]
     assert full[5].parts[0].id == "given-1" and full[6].parts[0].tool_call_id == "given-1"
     assert full[6].parts[0].content == '{"temp":12}'
     # and the OpenAI-shaped round trip back to Gemini keeps every name
@@ -422,7 +434,7 @@ def test_decode_ids_stable_and_linked_across_turns() -> None:
      "name"),
     ({"contents": [{"parts": [{"text": "x"}]}], "systemInstruction": 5}, "systemInstruction"),
     ({"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"thinkingConfig": 3, "topK": "x"}}, "topK"),
-    ({"contents": [{"parts": [{"text": "x"}]}], "toolConfig": {"functionCallingConfig": 5}}, "malformed"),
+    ({"contents": [{"parts": [{"text": "x"}]}], "toolConfig": {"functionCallingConfig": 5}}, "toolConfig"),
 ])
 def test_decode_malformed_is_400(body: dict, fragment: str) -> None:
     with pytest.raises(GatewayError) as info:
@@ -447,14 +459,17 @@ def test_decode_response_text_thoughts_calls_usage() -> None:
     body = {"candidates": [{"index": 0, "finishReason": "STOP", "safetyRatings": [], "avgLogprobs": -0.1,
                             "content": {"role": "model", "parts": [
                                 {"text": "plan", "thought": True}, {"text": "Hi "}, {"text": "there"},
-                                {"functionCall": {"name": "f", "args": {"a": [1]}}, "thoughtSignature": "sig"},
+                                {"functionCall": {"name": "f", "args": {"a": [1]}},
+                                 "thoughtSignature": "sig"},
                                 {"executableCode": {}}, {"newKind": 1}]}}],
             "usageMetadata": {"promptTokenCount": 40, "candidatesTokenCount": 7, "thoughtsTokenCount": 120,
-                              "cachedContentTokenCount": 10, "toolUsePromptTokenCount": 5, "totalTokenCount": 172,
+                              "cachedContentTokenCount": 10, "toolUsePromptTokenCount": 5,
+                              "totalTokenCount": 172,
                               "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 40}]},
             "modelVersion": "gemini-2.5-flash", "responseId": "abc", "somethingNew": {"x": 1}}
     resp = gemini.decode_response(body)
-    assert (resp.id, resp.model, resp.created, resp.finish) == ("abc", "gemini-2.5-flash", 0, FinishReason.TOOL_CALLS)
+    assert (resp.id, resp.model, resp.created) == ("abc", "gemini-2.5-flash", 0)
+    assert resp.finish is FinishReason.TOOL_CALLS
     assert resp.parts[:2] == [ReasoningPart("plan"), TextPart("Hi there")]
     call = resp.parts[2]
     assert isinstance(call, ToolCallPart) and call.id.startswith("call_") and call.name == "f"
@@ -476,9 +491,10 @@ def test_decode_response_finish_reasons(reason: str, expected: FinishReason) -> 
 def test_decode_response_blocked_prompt_and_errors() -> None:
     blocked = gemini.decode_response({"promptFeedback": {"blockReason": "SAFETY"},
                                       "usageMetadata": {"promptTokenCount": 3, "totalTokenCount": 3}})
-    assert blocked.finish is FinishReason.CONTENT_FILTER and blocked.parts == [] and blocked.usage.input_tokens == 3
+    assert blocked.finish is FinishReason.CONTENT_FILTER and blocked.parts == []
+    assert blocked.usage.input_tokens == 3
     with pytest.raises(GatewayError) as info:
-        gemini.decode_response({"error": {"code": 429, "message": "slow down", "status": "RESOURCE_EXHAUSTED"}})
+        gemini.decode_response({"error": {"code": 429, "message": "slow", "status": "RESOURCE_EXHAUSTED"}})
     assert info.value.status == 429
     with pytest.raises(GatewayError) as info:
         gemini.decode_response({"candidates": [{"content": {"parts": 5}}], "usageMetadata": {"x": "y"}})
@@ -488,7 +504,7 @@ def test_decode_response_blocked_prompt_and_errors() -> None:
 # ---------------------------------------------------------------- StreamDecoder (upstream)
 
 RECORDED = (
-    'data: {"candidates":[{"content":{"parts":[{"text":"**Plan** the answer","thought":true}],"role":"model"},'
+    'data: {"candidates":[{"content":{"parts":[{"text":"**Plan** it","thought":true}],"role":"model"},'
     '"index":0}],"usageMetadata":{"promptTokenCount":40,"totalTokenCount":40},"modelVersion":"gemini-2.5-flash",'
     '"responseId":"resp-1"}\r\n\r\n'
     'data: {"candidates":[{"content":{"parts":[{"text":"Smørbrød é 🍞 "}],"role":"model"},"index":0}],'
@@ -500,9 +516,11 @@ RECORDED = (
     '"role":"model"},"finishReason":"STOP","index":0}],"usageMetadata":{"promptTokenCount":40,'
     '"candidatesTokenCount":20,"thoughtsTokenCount":100,"cachedContentTokenCount":8,"totalTokenCount":160},'
     '"modelVersion":"gemini-2.5-flash","responseId":"resp-1"}\n\n'
-    'data: {"candidates":[{"content":{"parts":[{"text":""}],"role":"model"},"finishReason":"STOP","index":0}],'
+    'data: {"candidates":[{"content":{"parts":[{"text":""}],"role":"model"},"finishReason":"STOP",'
+    '"index":0}],'
     '"usageMetadata":{"promptTokenCount":40,"candidatesTokenCount":21,"thoughtsTokenCount":100,'
-    '"cachedContentTokenCount":8,"totalTokenCount":161},"modelVersion":"gemini-2.5-flash","responseId":"resp-1"}\n\n'
+    '"cachedContentTokenCount":8,"totalTokenCount":161},"modelVersion":"gemini-2.5-flash",'
+    '"responseId":"resp-1"}\n\n'
 ).encode()
 
 
@@ -520,14 +538,16 @@ def test_stream_decoder_events() -> None:
     events = decode_all(RECORDED)
     assert events[0] == Start("resp-1", "gemini-2.5-flash", 0)
     kinds = [type(e).__name__ for e in events]
-    assert kinds == ["Start", "ReasoningDelta", "UsageReport", "TextDelta", "UsageReport", "ToolCallStart",
-                     "ToolCallDelta", "ToolCallStart", "ToolCallDelta", "Finish", "UsageReport", "UsageReport"]
+    assert kinds == ["Start", "ReasoningDelta", "UsageReport", "TextDelta", "UsageReport",
+                     "ToolCallStart", "ToolCallDelta", "ToolCallStart", "ToolCallDelta", "Finish",
+                     "UsageReport", "UsageReport"]
     assert events[3] == TextDelta("Smørbrød é 🍞 ")
     starts = [e for e in events if isinstance(e, ToolCallStart)]
     assert [(s.index, s.name, s.provider_data) for s in starts] == [
         (0, "weather", {"thought_signature": "c2lnMQ=="}), (1, "weather", {})]
     assert starts[0].id != starts[1].id and starts[0].id == decode_all(RECORDED)[5].id  # deterministic
-    assert [e.args for e in events if isinstance(e, ToolCallDelta)] == ['{"city":"Oslo"}', '{"city":"Bergen"}']
+    args = [e.args for e in events if isinstance(e, ToolCallDelta)]
+    assert args == ['{"city":"Oslo"}', '{"city":"Bergen"}']
     assert [e for e in events if isinstance(e, Finish)] == [Finish(FinishReason.TOOL_CALLS)]
     resp = fold(events[0], events[1:])  # the last usage wins, never a sum
     assert resp.usage == Usage(input_tokens=40, output_tokens=121, cached_tokens=8, reasoning_tokens=100)
@@ -559,8 +579,8 @@ def test_stream_decoder_error_frames() -> None:
     assert events[-1].error.status == 429 and events[-1].error.retry_after == 31.5
     assert events[-1].error.message == "Resource exhausted"
     # errors may also arrive as bare, pretty-printed JSON lines (google-genai brace-balances them)
-    bare = b'data: {"responseId":"r"}\n\n{\n  "error": {\n    "code": 503,\n    "message": "overloaded {x}",\n' \
-           b'    "status": "UNAVAILABLE"\n  }\n}\n'
+    bare = (b'data: {"responseId":"r"}\n\n{\n  "error": {\n    "code": 503,\n'
+            b'    "message": "overloaded {x}",\n    "status": "UNAVAILABLE"\n  }\n}\n')
     for step in (None, 1, 7):
         events = decode_all(bare, step)
         assert isinstance(events[-1], StreamError) and events[-1].error.status == 503, step
@@ -581,7 +601,8 @@ def test_stream_decoder_blocked_prompt_and_single_finish() -> None:
 
 def stream_events() -> list:
     return [Start("resp-9", "gemini-x", 0), ReasoningDelta("think", "sig-from-elsewhere"), TextDelta("Hel"),
-            TextDelta("lo ✓"), TextDelta(""), ToolCallStart(0, "call_1", "weather", {"thought_signature": "s1"}),
+            TextDelta("lo ✓"), TextDelta(""),
+            ToolCallStart(0, "call_1", "weather", {"thought_signature": "czE="}),
             ToolCallDelta(0, '{"city":'), ToolCallDelta(0, ' "Oslo"}'), ToolCallStart(1, "call_2", "time"),
             Finish(FinishReason.TOOL_CALLS),
             UsageReport(Usage(input_tokens=10, output_tokens=30, cached_tokens=4, reasoning_tokens=12))]
@@ -599,7 +620,7 @@ def check_chunks(chunks: list[dict]) -> None:
     assert "".join(p.text or "" for p in parsed[1:] if p.text) == "Hello ✓"
     last = parsed[-1]
     assert [(f.name, f.args) for f in last.function_calls] == [("weather", {"city": "Oslo"}), ("time", {})]
-    assert last.candidates[0].content.parts[0].thought_signature == b"s1"  # bytes to the SDK: base64 ok
+    assert last.candidates[0].content.parts[0].thought_signature == b"s1"  # base64 text, bytes to the SDK
     assert last.candidates[0].finish_reason == types.FinishReason.STOP
     usage = last.usage_metadata
     assert (usage.prompt_token_count, usage.candidates_token_count, usage.thoughts_token_count,
@@ -622,8 +643,8 @@ def test_stream_encoder_json_array_validated_by_sdk() -> None:
 
 
 def test_stream_encoder_usage_after_close_order_and_text_after_calls() -> None:
-    events = [Start("r", "m", 0), ToolCallStart(0, "c", "f"), ToolCallDelta(0, "bad json"), TextDelta("after"),
-              Finish(FinishReason.LENGTH)]
+    events = [Start("r", "m", 0), ToolCallStart(0, "c", "f"), ToolCallDelta(0, "bad json"),
+              TextDelta("after"), Finish(FinishReason.LENGTH)]
     _, data = run_encoder(Route(sse=True), events)
     chunks = sse_payloads(data)
     assert chunks[0]["candidates"][0]["content"]["parts"] == [{"functionCall": {"name": "f", "args": {}}}]
@@ -634,7 +655,8 @@ def test_stream_encoder_usage_after_close_order_and_text_after_calls() -> None:
 
 def test_stream_encoder_errors() -> None:
     err = GatewayError(429, ErrorKind.RATE_LIMIT, "slow down", retry_after=2.5)
-    enc, data = run_encoder(Route(sse=True), [Start("r", "m", 0), TextDelta("a"), StreamError(err), TextDelta("b")])
+    events = [Start("r", "m", 0), TextDelta("a"), StreamError(err), TextDelta("b")]
+    enc, data = run_encoder(Route(sse=True), events)
     chunks = sse_payloads(data)
     assert len(chunks) == 2 and chunks[0]["candidates"][0]["content"]["parts"] == [{"text": "a"}]
     error = chunks[1]
@@ -652,8 +674,9 @@ def test_stream_round_trip_through_own_decoder() -> None:
     events = decode_all(data)
     resp = fold(events[0], events[1:])
     assert resp.finish is FinishReason.TOOL_CALLS
-    assert [type(p).__name__ for p in resp.parts] == ["ReasoningPart", "TextPart", "ToolCallPart", "ToolCallPart"]
-    assert resp.parts[2].provider_data == {"thought_signature": "s1"}
+    kinds = [type(p).__name__ for p in resp.parts]
+    assert kinds == ["ReasoningPart", "TextPart", "ToolCallPart", "ToolCallPart"]
+    assert resp.parts[2].provider_data == {"thought_signature": "czE="}
     assert resp.usage == Usage(input_tokens=10, output_tokens=30, cached_tokens=4, reasoning_tokens=12)
 
 
@@ -667,14 +690,16 @@ def test_relay_fast_path() -> None:
     chunks = orjson.loads(out)
     assert len(chunks) == 4 and [sdk_response(c).response_id for c in chunks] == ["resp-1"] * 4
     enc = gemini.StreamEncoder(ChatRequest("m", []), Route(sse=False))  # failure after relayed frames
-    out = enc.relay(*pairs[0]) + enc.encode(StreamError(GatewayError(504, ErrorKind.TIMEOUT, "t"))) + enc.close()
+    failure = StreamError(GatewayError(504, ErrorKind.TIMEOUT, "t"))
+    out = enc.relay(*pairs[0]) + enc.encode(failure) + enc.close()
     assert orjson.loads(out)[1]["error"]["status"] == "DEADLINE_EXCEEDED"
 
 
 def test_encode_response_validated_by_sdk() -> None:
     resp = ChatResponse("id-1", "claude-x", 123, [
-        ReasoningPart("because", "anthropic-signature"), ReasoningPart("", None, "redacted"), TextPart("It is "),
-        TextPart("4C."), ToolCallPart("toolu_1", "weather", '{"city":"Oslo"}'), ToolCallPart("toolu_2", "f", "")],
+        ReasoningPart("because", "anthropic-signature"), ReasoningPart("", None, "redacted"),
+        TextPart("It is "), TextPart("4C."), ToolCallPart("toolu_1", "weather", '{"city":"Oslo"}'),
+        ToolCallPart("toolu_2", "f", "")],
         FinishReason.TOOL_CALLS, Usage(input_tokens=50, output_tokens=20, reasoning_tokens=5))
     body = gemini.encode_response(resp, ChatRequest("m", []))
     parsed = sdk_response(body)
@@ -686,7 +711,8 @@ def test_encode_response_validated_by_sdk() -> None:
             parsed.usage_metadata.total_token_count) == (15, 5, 70)
     plain = gemini.encode_response(ChatResponse("i", "m", 0, [], None), ChatRequest("m", []))
     assert plain["candidates"][0]["finishReason"] == "STOP" and "usageMetadata" not in plain
-    filtered = gemini.encode_response(ChatResponse("i", "m", 0, [], FinishReason.CONTENT_FILTER), ChatRequest("m", []))
+    blocked = ChatResponse("i", "m", 0, [], FinishReason.CONTENT_FILTER)
+    filtered = gemini.encode_response(blocked, ChatRequest("m", []))
     assert sdk_response(filtered).candidates[0].finish_reason == types.FinishReason.SAFETY
 
 
@@ -714,7 +740,8 @@ def test_encode_error_shape(err: GatewayError, status: int, name: str) -> None:
 
 
 def test_encode_error_retry_info() -> None:
-    code, headers, body = gemini.encode_error(GatewayError(429, None, "slow", retry_after=1.2, headers={"X-A": "1"}))
+    err = GatewayError(429, None, "slow", retry_after=1.2, headers={"X-A": "1"})
+    code, headers, body = gemini.encode_error(err)
     assert headers == {"X-A": "1", "Retry-After": "2"}
     detail = orjson.loads(body)["error"]["details"]
     assert detail == [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "2s"}]
@@ -729,12 +756,13 @@ def test_decode_error_variants() -> None:
     assert err.status == 502 and err.kind is ErrorKind.UPSTREAM
     assert err.message == "upstream rejected the gateway's credentials: API key not valid."
     assert gemini.decode_error(403, b'{"error":{"code":403,"message":"denied"}}').status == 502
-    plain = gemini.decode_error(400, b'[{"error":{"code":400,"message":"Bad field","status":"INVALID_ARGUMENT"}}]')
+    plain = gemini.decode_error(400, b'[{"error":{"code":400,"message":"Bad field"}}]')
     assert (plain.status, plain.kind, plain.message) == (400, ErrorKind.INVALID_REQUEST, "Bad field")
     assert gemini.decode_error(503, b"<html><body>oops</body></html>").message.endswith("HTML page")
     assert gemini.decode_error(500, b"plain failure").message == "plain failure"
     assert gemini.decode_error(500, b"").message == "upstream answered 500"
-    odd = gemini.decode_error(429, b'{"error":{"message":"x","details":[{"@type":"x.RetryInfo","retryDelay":"z"}]}}')
+    odd = gemini.decode_error(429, b'{"error":{"message":"x","details":[{"@type":"x.RetryInfo",'
+                                   b'"retryDelay":"z"}]}}')
     assert odd.status == 429 and odd.kind is ErrorKind.RATE_LIMIT and odd.retry_after is None
     assert gemini.decode_error(500, b'{"unexpected": true}').message == '{"unexpected":true}'
 
@@ -754,6 +782,7 @@ def test_models() -> None:
     sdk = types.ListModelsResponse._from_response(response=mapped, kwargs={})
     assert [m.name for m in sdk.models] == ["models/gemini-2.5-flash", "models/gpt-4o"]
     assert "generateContent" in sdk.models[0].supported_actions
-    single = types.Model._from_response(response=genai_models._Model_from_mldev(gemini.encode_model("x")), kwargs={})
+    mapped = genai_models._Model_from_mldev(gemini.encode_model("x"))
+    single = types.Model._from_response(response=mapped, kwargs={})
     assert single.name == "models/x" and single.display_name == "x"
     assert gemini.MODELS_PATH == "/v1beta/models" and gemini.NAME == "gemini"

@@ -22,6 +22,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from aigateway.formats import openai
+from aigateway.formats import anthropic, gemini, openai
 
-FORMATS: dict[str, ModuleType] = {"openai": openai}
+FORMATS: dict[str, ModuleType] = {"openai": openai, "anthropic": anthropic, "gemini": gemini}

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from aigateway.formats.framing import SSEDecoder, SSEFrame, sse, sse_json
+from aigateway.formats.openai import decode_models  # noqa: F401  (the same list shape)
 from aigateway.model import (
     ChatRequest,
     ChatResponse,
@@ -680,13 +681,24 @@ def decode_error(status: int, body: bytes) -> GatewayError:
     return _error(status, message)
 
 
-def decode_models(body: dict) -> list[str]:
-    return [m["id"] for m in body.get("data") or () if isinstance(m, dict) and isinstance(m.get("id"), str)]
+def encode_model(model_id: str) -> dict:
+    """Anthropic's model object (§3.7); the date is unknown, so the epoch."""
+    return {"type": "model", "id": model_id, "display_name": model_id, "created_at": "1970-01-01T00:00:00Z",
+            "lifecycle": "active"}
 
 
 def encode_models(ids: list[str]) -> dict:
-    """Anthropic's model page (§3.7, §8.4); dates are unknown, so the epoch, as the API itself does."""
-    data = [{"type": "model", "id": i, "display_name": i, "created_at": "1970-01-01T00:00:00Z",
-             "lifecycle": "active"} for i in ids]
+    """Anthropic's model page (§3.7, §8.4): everything in one page."""
     first, last = (ids[0], ids[-1]) if ids else (None, None)
-    return {"data": data, "has_more": False, "first_id": first, "last_id": last}
+    return {"data": [encode_model(i) for i in ids], "has_more": False, "first_id": first, "last_id": last}
+
+
+def decode_count(body: dict, route: Route) -> ChatRequest:
+    """A count_tokens body: a Messages request without max_tokens (§3.7)."""
+    if isinstance(body, dict):
+        body = {**body, "max_tokens": body.get("max_tokens") or 1}
+    return decode_request(body, route)
+
+
+def encode_count(tokens: int) -> dict:
+    return {"input_tokens": tokens}

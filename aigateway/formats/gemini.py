@@ -250,6 +250,8 @@ def _tool_choice(raw: Any) -> ToolChoice | None:
     config = _g(raw, "functionCallingConfig")
     if config is None:
         return None
+    if not isinstance(config, dict):
+        raise invalid("toolConfig.functionCallingConfig: expected an object", "toolConfig")
     mode, names = str(_g(config, "mode") or "AUTO").upper(), _g(config, "allowedFunctionNames")
     if mode == "ANY" and isinstance(names, list) and len(names) == 1 and isinstance(names[0], str):
         return ToolChoice("tool", names[0])
@@ -799,3 +801,14 @@ def encode_model(model_id: str) -> dict:
 
 def encode_models(ids: list[str]) -> dict:
     return {"models": [encode_model(i) for i in ids]}
+
+
+def decode_count(body: dict, route: Route) -> ChatRequest:
+    """A countTokens body: ``contents`` alone, or a whole ``generateContentRequest`` (§4.7)."""
+    if isinstance(body, dict):
+        body = _g(body, "generateContentRequest") or body
+    return decode_request(body, route)
+
+
+def encode_count(tokens: int) -> dict:
+    return {"totalTokens": tokens}

@@ -1,15 +1,16 @@
 """Client-facing API handlers: one ChatHandler for every wire format (the ``fmt`` route kwarg),
-so authentication, policy and accounting run through one code path (relay.py)."""
+so authentication, policy, limits and accounting run through one code path (relay.py)."""
 
 from __future__ import annotations
 
 from aigateway import models, relay
+from aigateway.formats import FORMATS
 from aigateway.handlers.base import BaseHandler
 from aigateway.model import ErrorKind, GatewayError, Route
 
 
 class ApiHandler(BaseHandler):
-    """Shared by the API routes: size limit and the upstream call to cancel on disconnect."""
+    """Shared by the API routes: body size limit, and the upstream call to cancel on disconnect."""
 
     exchange: relay.Exchange | None = None
 
@@ -28,16 +29,49 @@ class ApiHandler(BaseHandler):
 
 class ChatHandler(ApiHandler):
     async def post(self) -> None:
-        """A chat request in this route's format, streamed or not."""
+        """OpenAI chat completions or Anthropic messages, streamed or not."""
         self.exchange = relay.Exchange(self.gateway, self, self.fmt, Route())
         await self.exchange.run(self.request.body)
 
 
+class GeminiHandler(ApiHandler):
+    async def post(self, version: str, model: str, method: str) -> None:
+        """generateContent, streamGenerateContent (SSE with ?alt=sse, else a JSON array) and countTokens."""
+        route = Route(model=model, stream=method == "streamGenerateContent",
+                      sse=self.get_query_argument("alt", "") == "sse")
+        if method == "countTokens":
+            await relay.count_tokens(self.gateway, self, self.fmt, route, self.request.body)
+            return
+        self.exchange = relay.Exchange(self.gateway, self, self.fmt, route)
+        await self.exchange.run(self.request.body)
+
+
+class CountTokensHandler(ApiHandler):
+    async def post(self) -> None:
+        """Anthropic's count_tokens."""
+        await relay.count_tokens(self.gateway, self, self.fmt, Route(), self.request.body)
+
+
+def listing_format(handler: BaseHandler) -> str:
+    """``GET /v1/models`` is shared by three kinds of client: tell them apart by how they
+    authenticate (protocols.md §8.4)."""
+    headers = handler.request.headers
+    if "x-goog-api-key" in headers or "key" in handler.request.query_arguments:
+        return "gemini"
+    if "anthropic-version" in headers or "x-api-key" in headers:
+        return "anthropic"
+    return "openai"
+
+
 class ModelsHandler(ApiHandler):
+    def initialize(self, fmt: str = "auto") -> None:
+        self.fmt = FORMATS[listing_format(self) if fmt == "auto" else fmt]
+
     async def get(self, model_id: str | None = None) -> None:
-        """The models the calling client may use, in this route's list format."""
+        """The models the calling client may use, in the caller's own list format."""
         client = relay.authenticate(self.gateway, self.request)
         ids = await models.for_client(self.gateway, client)
+        model_id = model_id.removeprefix("models/") if model_id else None
         if model_id is None:
             self.finish(self.fmt.encode_models(ids))
         elif model_id in ids:
@@ -54,7 +88,16 @@ class HealthHandler(BaseHandler):
 
 routes = [
     (r"/(?:v1/)?chat/completions", ChatHandler, {"fmt": "openai"}),
-    (r"/(?:v1/)?models", ModelsHandler, {"fmt": "openai"}),
-    (r"/(?:v1/)?models/(.+)", ModelsHandler, {"fmt": "openai"}),
+    (r"/v1/messages", ChatHandler, {"fmt": "anthropic"}),
+    (r"/v1/messages/count_tokens", CountTokensHandler, {"fmt": "anthropic"}),
+    # Gemini first: its ":method" paths live under /v1/models/ too.
+    (r"/(v1beta|v1)/models/([^/:]+?)(?::|%3A)(generateContent|streamGenerateContent|countTokens)",
+     GeminiHandler, {"fmt": "gemini"}),
+    (r"/v1beta/models", ModelsHandler, {"fmt": "gemini"}),
+    (r"/v1beta/models/(.+)", ModelsHandler, {"fmt": "gemini"}),
+    (r"/v1/models", ModelsHandler),
+    (r"/v1/models/(.+)", ModelsHandler),
+    (r"/models", ModelsHandler, {"fmt": "openai"}),
+    (r"/models/(.+)", ModelsHandler, {"fmt": "openai"}),
     (r"/health", HealthHandler),
 ]
