@@ -156,6 +156,7 @@ class Exchange:
         self.out_chars = 0
         self.input_estimate = 0
         self.reservation: Reservation | None = None
+        self.encoder: Any = None  # the client's StreamEncoder, once streaming
         self.headers: dict[str, str] = {}
 
     async def run(self, raw: bytes) -> None:
@@ -247,7 +248,7 @@ class Exchange:
     async def _stream(self, req: ChatRequest, upstream: ModuleType, policy: Policy) -> None:
         call = self.call
         decoder = upstream.StreamDecoder()
-        encoder = self.fmt.StreamEncoder(req, self.route)
+        encoder = self.encoder = self.fmt.StreamEncoder(req, self.route)
         same = upstream is self.fmt
         error_body = bytearray()
 
@@ -269,8 +270,7 @@ class Exchange:
         if not self.finished and self.failed is None:
             self.failed = GatewayError(502, ErrorKind.UPSTREAM, "the upstream stream ended before it finished")
             self._emit(encoder.encode(StreamError(self.failed)), encoder)
-        if not same or self.failed is not None:
-            self._emit(encoder.close(), encoder)
+        self._emit(encoder.close(), encoder)
         if not self.sink.client_closed():
             self.sink.finish()
 
@@ -340,8 +340,7 @@ class Exchange:
         if self.sink.client_closed():
             return
         if self.started:  # headers are gone: report in-band, then end the stream cleanly
-            encoder = self.fmt.StreamEncoder(ChatRequest(None, []), self.route)
-            self.sink.write(encoder.encode(StreamError(err)) + encoder.close())
+            self.sink.write(self.encoder.encode(StreamError(err)) + self.encoder.close())
             self.sink.finish()
         else:
             self.sink.write_gateway_error(err)

@@ -953,7 +953,7 @@ def test_decode_error(status, body, expected_status, kind, message):
 
 
 def test_models():
-    assert fmt.MODELS_PATH == "/v1/models"
+    assert fmt.MODELS_PATH == "/v1/models?limit=1000"
     body = {"data": [{"type": "model", "id": "claude-a", "display_name": "A",
                       "created_at": "2025-01-01T00:00:00Z"},
                      {"id": 5}, "junk", {"type": "model", "id": "claude-b"}], "has_more": False}

@@ -221,7 +221,7 @@ def test_encode_tools_sanitizes_schema() -> None:
             "when": {"type": "STRING", "format": "date-time", "nullable": True},
             "unit": {"type": "STRING", "enum": ["c", "f"], "description": "the unit", "nullable": True},
             "days": {"type": "ARRAY", "items": {"type": "INTEGER", "format": "int32"}, "maxItems": 7},
-            "mode": {"enum": ["fast"]},
+            "mode": {"type": "STRING", "enum": ["fast"]},
             "either": {"anyOf": [{"type": "STRING"}, {"type": "NUMBER"}]},
             "nested": {"type": "OBJECT", "properties": {"x": {"type": "BOOLEAN"}}, "required": ["x"]},
         },
@@ -236,7 +236,8 @@ def test_encode_tool_choice_and_recursive_ref() -> None:
                                                                         "items": {"$ref": "#/$defs/Node"}}}}},
             "type": "object", "properties": {"root": {"$ref": "#/$defs/Node"}}}
     msgs = [Message("user", [TextPart("q")])]
-    for choice, expected in ((ToolChoice("none"), {"mode": "NONE"}), (ToolChoice("required"), {"mode": "ANY"}),
+    for choice, expected in ((ToolChoice("none"), {"mode": "NONE"}),
+                             (ToolChoice("required"), {"mode": "ANY"}),
                              (ToolChoice("tool", "f"), {"mode": "ANY", "allowedFunctionNames": ["f"]})):
         body = encode(request(msgs, tools=[Tool("f", None, tree)], tool_choice=choice))
         assert body["toolConfig"] == {"functionCallingConfig": expected}
@@ -354,7 +355,7 @@ def test_decode_snake_case_everywhere() -> None:
     assert req.system == ["s1", "s2"] and not req.stream
     assert req.messages[0].parts[1:] == [ImagePart(media_type="image/jpeg", data="AAA"),
                                          ImagePart(media_type="application/pdf", url="https://x/f.pdf")]
-    assert req.messages[1].parts[0] == ReasoningPart("hmm", "ts")
+    assert req.messages[1].parts[0] == ReasoningPart("hmm")  # a thought's signature stays with Gemini
     assert req.messages[2].parts == [ToolResultPart(req.messages[1].parts[1].id, "ok", "f")]
     p = req.params
     assert (p.max_tokens, p.stop, p.top_p, p.n, p.seed, p.presence_penalty, p.frequency_penalty) == (
@@ -410,6 +411,9 @@ def test_decode_ids_stable_and_linked_across_turns() -> None:
     assert names == ["time", "weather", "weather"]
 
 
+TEXT = [{"parts": [{"text": "x"}]}]
+
+
 @pytest.mark.parametrize("body, fragment", [
     ({}, "contents"),
     ({"contents": []}, "contents"),
@@ -422,19 +426,17 @@ def test_decode_ids_stable_and_linked_across_turns() -> None:
     ({"contents": [{"parts": [{"fileData": {}}]}]}, "fileUri"),
     ({"contents": [{"parts": [{"functionCall": {"args": {}}}]}]}, "function part"),
     ({"contents": [{"parts": [{"functionCall": {"name": "f", "args": "x"}}]}]}, "function part"),
-    ({"contents": [{"parts": [{"text": "x"}]}], "generationConfig": "hot"}, "generationConfig"),
-    ({"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"maxOutputTokens": "9"}}, "maxOutputTokens"),
-    ({"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"maxOutputTokens": 0}}, "maxOutputTokens"),
-    ({"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"temperature": True}}, "temperature"),
-    ({"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"stopSequences": [1]}}, "stopSequences"),
-    ({"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"thinkingConfig": {"thinkingBudget": "a"}}},
-     "thinkingBudget"),
-    ({"contents": [{"parts": [{"text": "x"}]}], "tools": {"a": 1}}, "tools"),
-    ({"contents": [{"parts": [{"text": "x"}]}], "tools": [{"functionDeclarations": [{"description": "x"}]}]},
-     "name"),
-    ({"contents": [{"parts": [{"text": "x"}]}], "systemInstruction": 5}, "systemInstruction"),
-    ({"contents": [{"parts": [{"text": "x"}]}], "generationConfig": {"thinkingConfig": 3, "topK": "x"}}, "topK"),
-    ({"contents": [{"parts": [{"text": "x"}]}], "toolConfig": {"functionCallingConfig": 5}}, "toolConfig"),
+    ({"contents": TEXT, "generationConfig": "hot"}, "generationConfig"),
+    ({"contents": TEXT, "generationConfig": {"maxOutputTokens": "9"}}, "maxOutputTokens"),
+    ({"contents": TEXT, "generationConfig": {"maxOutputTokens": 0}}, "maxOutputTokens"),
+    ({"contents": TEXT, "generationConfig": {"temperature": True}}, "temperature"),
+    ({"contents": TEXT, "generationConfig": {"stopSequences": [1]}}, "stopSequences"),
+    ({"contents": TEXT, "generationConfig": {"thinkingConfig": {"thinkingBudget": "a"}}}, "thinkingBudget"),
+    ({"contents": TEXT, "tools": {"a": 1}}, "tools"),
+    ({"contents": TEXT, "tools": [{"functionDeclarations": [{"description": "x"}]}]}, "name"),
+    ({"contents": TEXT, "systemInstruction": 5}, "systemInstruction"),
+    ({"contents": TEXT, "generationConfig": {"thinkingConfig": 3, "topK": "x"}}, "topK"),
+    ({"contents": TEXT, "toolConfig": {"functionCallingConfig": 5}}, "toolConfig"),
 ])
 def test_decode_malformed_is_400(body: dict, fragment: str) -> None:
     with pytest.raises(GatewayError) as info:
@@ -588,6 +590,14 @@ def test_stream_decoder_error_frames() -> None:
     events = decode_all(b"data: {not json\n\n")
     assert isinstance(events[0], StreamError) and events[0].error.status == 502
     assert decode_all(b'data: []\n\ndata: \n\n') == []
+
+
+def test_stream_decoder_reads_candidate_zero_only() -> None:
+    data = (b'data: {"candidates":[{"index":1,"content":{"parts":[{"text":"other"}]}}],"responseId":"r"}\n\n'
+            b'data: {"candidates":[{"index":1,"finishReason":"MAX_TOKENS"},'
+            b'{"content":{"parts":[{"text":"mine"}]},"finishReason":"STOP"}]}\n\n')
+    events = decode_all(data)
+    assert events[1:] == [TextDelta("mine"), Finish(FinishReason.STOP)]
 
 
 def test_stream_decoder_blocked_prompt_and_single_finish() -> None:

@@ -555,7 +555,7 @@ class StreamEncoder:
 
     def __init__(self, req: ChatRequest, route: Route) -> None:
         self._model = req.model or ""
-        self._started = self._failed = self._signed = False
+        self._started = self._failed = self._signed = self._relayed = False
         self._index = -1  # index of the latest content block
         self._open: str | int | None = None  # "text", "thinking", a tool-call index, or None
         self._tools: dict[int, int] = {}  # tool-call index -> content-block index
@@ -629,7 +629,7 @@ class StreamEncoder:
 
     def close(self) -> bytes:
         """message_delta (stop reason, final usage) and message_stop; nothing after an error event."""
-        if self._failed:
+        if self._failed or self._relayed:  # after relay(): the upstream's frames ended it
             return b""
         out = self._start() + self._stop_block()
         self._failed = True  # closed: later calls add nothing
@@ -640,6 +640,7 @@ class StreamEncoder:
 
     def relay(self, frame: SSEFrame, events: list[Event]) -> bytes:
         """Fast path: Anthropic upstream frames go to Anthropic clients byte for byte."""
+        self._relayed = True
         return frame.raw
 
 

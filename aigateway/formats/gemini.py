@@ -152,8 +152,9 @@ def _messages(contents: Any) -> list[Message]:
             sig = _g(part, "thoughtSignature")
             call, resp = _g(part, "functionCall"), _g(part, "functionResponse")
             if text is not None:
+                # Gemini's signatures only mean something to Gemini and only matter on calls: not kept here
                 thought = role == "model" and _g(part, "thought")
-                parts.append(ReasoningPart(str(text), sig) if thought else TextPart(str(text)))
+                parts.append(ReasoningPart(str(text)) if thought else TextPart(str(text)))
             elif blob is not None:
                 if not isinstance(_g(blob, "data"), str):
                     raise invalid(f"{where}.parts[{pi}].inlineData: data must be a base64 string", where)
@@ -396,7 +397,8 @@ def _to_openapi(schema: Any, defs: dict, depth: int = 0) -> dict:
         if len(types) > 1:
             out["anyOf"] = [{"type": str(t).upper()} for t in types]
         types = types[0] if len(types) == 1 else None
-    for sub in schema.get("allOf") or () if isinstance(schema.get("allOf"), list) else ():
+    all_of = schema.get("allOf")
+    for sub in all_of if isinstance(all_of, list) else ():  # an intersection: merged
         out.update(_to_openapi(sub, defs, depth + 1))
     union = schema.get("anyOf") or schema.get("oneOf")
     if isinstance(union, list):
@@ -410,6 +412,7 @@ def _to_openapi(schema: Any, defs: dict, depth: int = 0) -> dict:
         out["type"] = types.upper()
     if "const" in schema:
         out["enum"] = [schema["const"]]
+        out.setdefault("type", "STRING")
     for key, value in schema.items():
         if key == "properties" and isinstance(value, dict) and value:
             out["properties"] = {name: _to_openapi(sub, defs, depth + 1) for name, sub in value.items()}
@@ -586,8 +589,8 @@ class StreamDecoder:
         if not self._started:
             self._started, self._rid = True, str(chunk.get("responseId") or "")
             events.append(Start(self._rid, str(chunk.get("modelVersion") or ""), 0))
-        candidates = chunk.get("candidates")
-        cand = candidates[0] if isinstance(candidates, list) and candidates else None
+        candidates = chunk.get("candidates") if isinstance(chunk.get("candidates"), list) else []
+        cand = next((c for c in candidates if isinstance(c, dict) and c.get("index", 0) == 0), None)
         if isinstance(cand, dict):
             for part in (cand.get("content") or {}).get("parts") or ():
                 events.extend(self._part(part) if isinstance(part, dict) else ())
@@ -614,8 +617,8 @@ class StreamDecoder:
             data = {"thought_signature": sig} if sig else {}
             name = str(call.get("name") or "")
             return [ToolCallStart(index, call_id, name, data), ToolCallDelta(index, args)]
-        if isinstance(text, str) and part.get("thought"):
-            return [ReasoningDelta(text, sig)] if text or sig else []
+        if isinstance(text, str) and part.get("thought"):  # a thought's signature is Gemini-only: dropped
+            return [ReasoningDelta(text)] if text else []
         return [TextDelta(text)] if isinstance(text, str) and text else []
 
 

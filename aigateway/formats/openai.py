@@ -501,7 +501,7 @@ class StreamEncoder:
         self._include_usage = req.include_usage
         self._head = b""
         self._usage: Usage | None = None
-        self._failed = False
+        self._failed = self._relayed = False
 
     def _chunk(self, delta: dict, finish: str | None = None) -> bytes:
         choice = orjson.dumps({"index": 0, "delta": delta, "finish_reason": finish})
@@ -533,7 +533,7 @@ class StreamEncoder:
         return b""
 
     def close(self) -> bytes:
-        if self._failed:
+        if self._failed or self._relayed:  # after relay(): the upstream's frames ended it
             return b""
         out = b""
         if self._include_usage and self._usage:
@@ -543,6 +543,7 @@ class StreamEncoder:
     def relay(self, frame: SSEFrame, events: list[Event]) -> bytes:
         """Fast path: the upstream frame unchanged, except the usage-only chunk the gateway asked
         for on its own account when the client did not."""
+        self._relayed = True
         if not self._include_usage and events and all(isinstance(e, UsageReport) for e in events):
             return b""
         return frame.raw
@@ -552,14 +553,15 @@ class StreamEncoder:
 
 
 def encode_error(err: GatewayError) -> tuple[int, dict[str, str], bytes]:
-    """OpenAI's error body: all four keys, always (protocols.md §2.5)."""
+    """OpenAI's error body: all four keys, always (protocols.md §2.5). Anthropic's 529 is
+    Anthropic-only: OpenAI clients get the standard 503 for an overload (§8.2)."""
     kind_type, kind_code = _ERROR_TYPES.get(err.kind, ("server_error", None))
     body = {"error": {"message": err.message, "type": kind_type, "param": err.param,
                       "code": err.code or kind_code}}
     headers = dict(err.headers)
     if err.retry_after is not None:
         headers["Retry-After"] = str(max(1, int(-(-err.retry_after // 1))))
-    return err.status, headers, orjson.dumps(body)
+    return 503 if err.status == 529 else err.status, headers, orjson.dumps(body)
 
 
 def error_message(status: int, body: bytes) -> tuple[str, Any]:
