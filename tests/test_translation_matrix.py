@@ -51,6 +51,7 @@ class Seen:
     tool_calls: list[tuple[str, str, str]] = field(default_factory=list)  # (id, name, arguments)
     usage: Any = None
     chunks: int = 0
+    model: str = ""
 
 
 def collect(resp: Any, stream: bool) -> Seen:
@@ -58,11 +59,14 @@ def collect(resp: Any, stream: bool) -> Seen:
     if not stream:
         choice = resp.choices[0]
         calls = [(c.id, c.function.name, c.function.arguments) for c in choice.message.tool_calls or []]
-        return Seen(choice.message.content, choice.finish_reason, calls, resp.usage)
+        return Seen(choice.message.content, choice.finish_reason, calls, resp.usage, model=resp.model)
     content, finish, usage, chunks = None, None, None, 0
     calls: dict[int, list[str]] = {}
+    ids, models = set(), set()
     for chunk in resp:
         chunks += 1
+        ids.add(chunk.id)
+        models.add(chunk.model)
         usage = chunk.usage or usage
         for choice in chunk.choices:
             delta = choice.delta
@@ -74,7 +78,8 @@ def collect(resp: Any, stream: bool) -> Seen:
                 entry[1] += call.function.name or "" if call.function else ""
                 entry[2] += call.function.arguments or "" if call.function else ""
             finish = choice.finish_reason or finish
-    return Seen(content, finish, [tuple(calls[i]) for i in sorted(calls)], usage, chunks)
+    assert len(ids) == 1 and len(models) == 1, "every chunk repeats the same id and model (§2.4)"
+    return Seen(content, finish, [tuple(calls[i]) for i in sorted(calls)], usage, chunks, models.pop())
 
 
 @dataclass
@@ -110,6 +115,7 @@ class Backend:
         assert (row["status"], row["stream"], row["estimated"], row["error"]) == (200, int(stream), 0, "")
         assert (row["input_tokens"], row["output_tokens"]) == reported
         assert row["provider"] == f"fake-{self.name}" and row["model"] == MODELS[self.name]
+        assert seen.model == MODELS[self.name]
         return seen
 
 
