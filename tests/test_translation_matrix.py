@@ -347,6 +347,18 @@ def test_upstream_status_becomes_sdk_exception(backends, backend, status):
 
 
 @BACKEND
+def test_upstream_retry_delay_reaches_the_client(backends, backend):
+    """The upstream's delay (a header, or Gemini's RetryInfo in the body) becomes ``retry-after``."""
+    with pytest.raises(openai.RateLimitError) as info:
+        backends[backend].create(False, messages=user("hi #fake:status=429 #fake:retry_after=7"))
+    assert info.value.response.headers["retry-after"] == "7"
+
+
+STREAM_ERRORS = {"openai": "The server had an error while processing your request.", "anthropic": "Overloaded",
+                 "gemini": "An internal error has occurred. Please retry or report."}
+
+
+@BACKEND
 def test_stream_failure_after_content_raises_api_error(backends, backend):
     b = backends[backend]
     rows = len(b.gateway.log_rows(b.client_name))
@@ -356,9 +368,23 @@ def test_stream_failure_after_content_raises_api_error(backends, backend):
         for chunk in stream:
             received += [c.delta.content for c in chunk.choices if c.delta.content]
     assert "".join(received) == "Echo: one "  # two content chunks arrived before the failure
-    assert info.value.message
+    assert info.value.message == STREAM_ERRORS[backend]
     row = b.gateway.wait_log_rows(b.client_name, rows + 1)[-1]
-    assert row["status"] >= 500 and row["error"]
+    assert row["status"] >= 500 and row["error"] == STREAM_ERRORS[backend]
+
+
+@BACKEND
+def test_stream_without_include_usage_is_still_accounted_exactly(backends, backend):
+    """No usage chunk for a client that did not ask, yet the log holds the upstream's own numbers."""
+    b = backends[backend]
+    before, rows = b.stats(), len(b.gateway.log_rows(b.client_name))
+    chunks = list(b.client.chat.completions.create(model=MODELS[backend], messages=user("count me in"),
+                                                   stream=True))
+    assert all(c.usage is None for c in chunks) and all(c.choices for c in chunks)
+    after = b.stats()
+    row = b.gateway.wait_log_rows(b.client_name, rows + 1)[-1]
+    assert (row["input_tokens"], row["output_tokens"]) == (after[0] - before[0], after[1] - before[1])
+    assert row["output_tokens"] == 4 and row["estimated"] == 0
 
 
 # ---------------------------------------------------------------- streaming details
