@@ -157,7 +157,6 @@ class Exchange:
         self.input_estimate = 0
         self.reservation: Reservation | None = None
         self.encoder: Any = None  # the client's StreamEncoder, once streaming
-        self.headers: dict[str, str] = {}
 
     async def run(self, raw: bytes) -> None:
         self.gw.active.add(self)
@@ -207,8 +206,7 @@ class Exchange:
         except LimitExceeded as exc:
             raise limit_error(exc, gw.limiter.headroom(client["id"], limits, now)) from None
         self.record.admitted = True
-        self.headers = ratelimit_headers(gw.limiter.headroom(client["id"], limits, now))
-        for name, value in self.headers.items():
+        for name, value in ratelimit_headers(gw.limiter.headroom(client["id"], limits, now)).items():
             self.sink.set_header(name, value)
         return self.reservation.max_output
 

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from aigateway.limits import LIMIT_FIELDS, LimitExceeded, Limiter, duration, effective_limits
+from aigateway.limits import LIMIT_FIELDS, Limiter, LimitExceeded, duration, effective_limits
 
 NOW = datetime(2026, 11, 26, 12, 0, 30, tzinfo=timezone.utc).timestamp()
 

@@ -189,6 +189,24 @@ def test_system_prompt(backends, sent, backend, stream):
 
 
 @BACKEND
+def test_client_system_prompt_goes_first(gateway, fake_upstream, sent, backend):
+    """The client's configured system prompt is prepended to the request's own, in every format."""
+    name = f"matrix-policy-{backend}"
+    key = gateway.add_client(name, provider=f"fake-{backend}", system_prompt="Answer in French.")
+    sdk = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0, timeout=30)
+    b = Backend(backend, name, sdk, gateway, fake_upstream)
+    seen = b.chat(False, messages=[{"role": "system", "content": "You are terse."}, *user("hi")])
+    assert seen.content.startswith("[system: Answer in French.") and seen.content.endswith("You are terse.] Echo: hi")
+    body = sent()["body"]
+    if backend == "openai":
+        assert [m["content"] for m in body["messages"][:2]] == ["Answer in French.", "You are terse."]
+    elif backend == "anthropic":
+        assert body["system"] == "Answer in French.\n\nYou are terse."
+    else:
+        assert body["systemInstruction"]["parts"] == [{"text": "Answer in French."}, {"text": "You are terse."}]
+
+
+@BACKEND
 @STREAM
 def test_multi_turn(backends, sent, backend, stream):
     messages = [*user("What is two plus two?"), {"role": "assistant", "content": "Four."},
@@ -260,6 +278,22 @@ def test_tool_call_round_trip(backends, sent, backend, stream):
         assert [c["role"] for c in body["contents"]] == ["user", "model", "user"]
         assert body["contents"][1]["parts"][0]["functionCall"] == {"name": "get_weather", "args": {"city": "Oslo"}}
         assert body["contents"][2]["parts"][0]["functionResponse"]["name"] == "get_weather"
+
+
+@BACKEND
+@STREAM
+def test_forced_tool_choice(backends, sent, backend, stream):
+    tools = [*WEATHER, {"type": "function", "function": {"name": "get_time", "parameters": {
+        "type": "object", "properties": {"zone": {"type": "string", "enum": ["UTC", "CET"]}}}}}]
+    choice = {"type": "function", "function": {"name": "get_time"}}
+    seen = backends[backend].chat(stream, messages=user("Weather?"), tools=tools, tool_choice=choice)
+    assert seen.finish == "tool_calls"
+    assert [(name, json.loads(args)) for _, name, args in seen.tool_calls] == [("get_time", {"zone": "UTC"})]
+    body = sent()["body"]
+    if backend == "anthropic":
+        assert body["tool_choice"] == {"type": "tool", "name": "get_time"}
+    elif backend == "gemini":
+        assert body["toolConfig"] == {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_time"]}}
 
 
 @BACKEND

@@ -71,6 +71,7 @@ _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 402: "FAILED_PRECOND
            504: "DEADLINE_EXCEEDED"}  # §8.2
 _KIND_STATUS = {ErrorKind.RATE_LIMIT: "RESOURCE_EXHAUSTED", ErrorKind.QUOTA: "RESOURCE_EXHAUSTED",
                 ErrorKind.TIMEOUT: "DEADLINE_EXCEEDED", ErrorKind.NOT_FOUND: "NOT_FOUND"}
+_URLSAFE = str.maketrans("-_", "+/")
 _MIME = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif",
          "webp": "image/webp", "heic": "image/heic", "heif": "image/heif", "pdf": "application/pdf"}
 # JSON Schema keywords Gemini's OpenAPI-subset Schema also takes (§4.2); everything else is dropped.
@@ -95,6 +96,13 @@ def _g(obj: Any, name: str) -> Any:
 
 def _bare(model: str | None) -> str:
     return (model or "").removeprefix("models/")
+
+
+def _standard_base64(data: str) -> str:
+    """Protobuf JSON bytes may come URL-safe and unpadded (google-genai sends them so); OpenAI data URLs
+    and Anthropic base64 sources take only the standard alphabet, so inline data is normalised here."""
+    data = data.translate(_URLSAFE)
+    return data if "=" in data else data + "=" * (-len(data) % 4)
 
 
 def _path(model: str, stream: bool) -> str:
@@ -158,7 +166,7 @@ def _messages(contents: Any) -> list[Message]:
             elif blob is not None:
                 if not isinstance(_g(blob, "data"), str):
                     raise invalid(f"{where}.parts[{pi}].inlineData: data must be a base64 string", where)
-                parts.append(ImagePart(media_type=_g(blob, "mimeType"), data=blob.get("data")))
+                parts.append(ImagePart(media_type=_g(blob, "mimeType"), data=_standard_base64(_g(blob, "data"))))
             elif file is not None:
                 if not isinstance(_g(file, "fileUri"), str):
                     raise invalid(f"{where}.parts[{pi}].fileData: fileUri is required", where)
