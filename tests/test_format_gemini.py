@@ -353,7 +353,7 @@ def test_decode_snake_case_everywhere() -> None:
     }
     req = gemini.decode_request(body, ROUTE)
     assert req.system == ["s1", "s2"] and not req.stream
-    assert req.messages[0].parts[1:] == [ImagePart(media_type="image/jpeg", data="AAA"),
+    assert req.messages[0].parts[1:] == [ImagePart(media_type="image/jpeg", data="AAA="),
                                          ImagePart(media_type="application/pdf", url="https://x/f.pdf")]
     assert req.messages[1].parts[0] == ReasoningPart("hmm")  # a thought's signature stays with Gemini
     assert req.messages[2].parts == [ToolResultPart(req.messages[1].parts[1].id, "ok", "f")]

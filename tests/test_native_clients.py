@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,16 +58,24 @@ def tokens(text: str) -> int:
     return len(re.findall(r"\S+\s*", text))
 
 
-def logged(gateway: GatewayServer, client: Native, call: Callable[[], Any]) -> tuple[Any, dict]:
-    """Run one logged request and return its result with the request-log row it wrote (rows land
-    off the request path, so wait for it; also when the call raises, so the next test starts clean)."""
+@contextmanager
+def new_rows(gateway: GatewayServer, client: Native, count: int = 1) -> Iterator[list[dict]]:
+    """Collects the request-log rows of the ``count`` requests the block sends. Rows land off the
+    request path, so wait for them, also when the block raises: the next test must start clean."""
     before = len(gateway.log_rows(client.name))
+    rows: list[dict] = []
     try:
-        result = call()
+        yield rows
     finally:
-        rows = gateway.wait_log_rows(client.name, before + 1)
-    assert len(rows) == before + 1
-    return result, rows[-1]
+        rows.extend(gateway.wait_log_rows(client.name, before + count)[before:])
+    assert len(rows) == count
+
+
+def logged(gateway: GatewayServer, client: Native, call: Callable[[], Any]) -> tuple[Any, dict]:
+    """Run one logged request; returns its result and the request-log row it wrote."""
+    with new_rows(gateway, client) as rows:
+        result = call()
+    return result, rows[0]
 
 
 def chat_requests(fake_requests: Callable[[], list[dict]], backend: str) -> list[dict]:
@@ -146,9 +155,19 @@ def genai_sdk(url: str, key: str, version: str | None = None) -> genai.Client:
     return genai.Client(api_key=key, http_options=options)
 
 
+@pytest.fixture(scope="module")
+def genai_clients() -> dict[tuple[str, str], genai.Client]:
+    return {}  # made once per backend and api version: building a genai.Client is slow
+
+
 @pytest.fixture(params=list(VERSIONS))
-def gsdk(request: pytest.FixtureRequest, gateway: GatewayServer, client: Native) -> genai.Client:
-    return genai_sdk(gateway.url, client.key, VERSIONS[request.param])
+def gsdk(request: pytest.FixtureRequest, gateway: GatewayServer, client: Native,
+         genai_clients: dict[tuple[str, str], genai.Client]) -> genai.Client:
+    """google-genai for the test's backend, configured each way users do (default v1, and v1beta)."""
+    made = (client.backend, request.param)
+    if made not in genai_clients:
+        genai_clients[made] = genai_sdk(gateway.url, client.key, VERSIONS[request.param])
+    return genai_clients[made]
 
 
 # ---------------------------------------------------------------- anthropic SDK round trips
@@ -189,11 +208,11 @@ def test_anthropic_sse_events_are_well_formed(gateway, client, tools):
     body = {"model": client.model, "max_tokens": 256, "stream": True,
             "messages": [{"role": "user", "content": "weather in Oslo?"}],
             **({"tools": ANTHROPIC_TOOLS} if tools else {})}
-    with httpx.stream("POST", gateway.url + "/v1/messages", json=body, timeout=30,
-                      headers={"x-api-key": client.key, "anthropic-version": "2023-06-01"}) as resp:
+    with new_rows(gateway, client), httpx.stream(
+            "POST", gateway.url + "/v1/messages", json=body, timeout=30,
+            headers={"x-api-key": client.key, "anthropic-version": "2023-06-01"}) as resp:
         assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
         raw = resp.read().decode()
-    gateway.wait_log_rows(client.name, 1)
     events = []
     for frame in filter(None, raw.replace("\r\n", "\n").split("\n\n")):
         lines = dict(line.split(": ", 1) for line in frame.split("\n"))
@@ -432,7 +451,9 @@ def test_genai_sdk_models_list_and_get(client, gsdk):
     assert model.name == f"models/{client.model}" and model.input_token_limit > 0
 
 
-def test_genai_sdk_in_band_stream_error_raises(gateway, client, gsdk):
+def test_genai_sdk_in_band_stream_error_raises(gateway, client):
+    gsdk = genai_sdk(gateway.url, client.key)
+
     def run():
         for _ in gsdk.models.generate_content_stream(model=client.model, contents="a b c d e #fake:fail_after=2"):
             pass
@@ -444,7 +465,8 @@ def test_genai_sdk_in_band_stream_error_raises(gateway, client, gsdk):
 
 
 @pytest.mark.parametrize("status, name", [(400, "INVALID_ARGUMENT"), (404, "NOT_FOUND"), (429, "RESOURCE_EXHAUSTED")])
-def test_genai_sdk_upstream_errors(gateway, client, gsdk, status, name):
+def test_genai_sdk_upstream_errors(gateway, client, status, name):
+    gsdk = genai_sdk(gateway.url, client.key)
     with pytest.raises(errors.ClientError) as info:
         logged(gateway, client, lambda: gsdk.models.generate_content(
             model=client.model, contents=f"hi #fake:status={status}"))
@@ -487,8 +509,9 @@ def gemini_url(gateway: GatewayServer, model: str, method: str, version: str = "
 
 def test_gemini_stream_without_alt_sse_is_one_json_array(gateway, client):
     body = {"contents": [{"role": "user", "parts": [{"text": "one two three"}]}]}
-    resp = httpx.post(gemini_url(gateway, client.model, "streamGenerateContent"), json=body,
-                      headers={"x-goog-api-key": client.key}, timeout=30)
+    resp, row = logged(gateway, client, lambda: httpx.post(
+        gemini_url(gateway, client.model, "streamGenerateContent"), json=body,
+        headers={"x-goog-api-key": client.key}, timeout=30))
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("application/json")
     chunks = orjson.loads(resp.content)
     assert isinstance(chunks, list) and len(chunks) > 1
@@ -497,7 +520,6 @@ def test_gemini_stream_without_alt_sse_is_one_json_array(gateway, client):
     assert chunks[-1]["candidates"][0]["finishReason"] == "STOP"
     usage = chunks[-1]["usageMetadata"]
     assert usage["candidatesTokenCount"] == tokens(text)
-    row = gateway.wait_log_rows(client.name, 1)[-1]
     assert (row["input_tokens"], row["output_tokens"]) == (usage["promptTokenCount"], usage["candidatesTokenCount"])
 
 
@@ -514,28 +536,25 @@ def snake(value: Any) -> Any:
 def test_gemini_bodies_in_either_spelling(gateway, client, spelling):
     spell = snake if spelling == "snake_case" else (lambda body: body)
     url, headers = gemini_url(gateway, client.model, "generateContent"), {"x-goog-api-key": client.key}
-
     limited = spell({"systemInstruction": {"parts": [{"text": "Client rule."}]},
                      "contents": [{"role": "user", "parts": [{"text": "one two three four five six"}]}],
                      "generationConfig": {"maxOutputTokens": 5}})
-    out = httpx.post(url, json=limited, headers=headers, timeout=30).json()
-    candidate = out["candidates"][0]
-    assert candidate["finishReason"] == "MAX_TOKENS" and out["usageMetadata"]["candidatesTokenCount"] == 5
-    assert "Client" in candidate["content"]["parts"][0]["text"]  # the client's own system text arrived
-
     image = spell({"contents": [{"role": "user", "parts": [
         {"text": "look"}, {"inlineData": {"mimeType": "image/png", "data": base64.b64encode(PNG).decode()}}]}]})
-    out = httpx.post(url, json=image, headers=headers, timeout=30).json()
-    assert out["candidates"][0]["content"]["parts"][0]["text"] == PREFIX + "Echo: look" + IMAGE_ECHO
-
     tool = spell({"contents": [{"role": "user", "parts": [{"text": "weather?"}]}],
                   "tools": [{"functionDeclarations": [{"name": "get_weather", "parameters": {
                       "type": "OBJECT", "properties": {"city": {"type": "STRING"}}}}]}],
                   "toolConfig": {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}}})
-    out = httpx.post(url, json=tool, headers=headers, timeout=30).json()
-    call = out["candidates"][0]["content"]["parts"][0]["functionCall"]
+    with new_rows(gateway, client, 3):
+        limited, image, tool = (httpx.post(url, json=body, headers=headers, timeout=30).json()
+                                for body in (limited, image, tool))
+
+    candidate = limited["candidates"][0]
+    assert candidate["finishReason"] == "MAX_TOKENS" and limited["usageMetadata"]["candidatesTokenCount"] == 5
+    assert "Client" in candidate["content"]["parts"][0]["text"]  # the client's own system text arrived
+    assert image["candidates"][0]["content"]["parts"][0]["text"] == PREFIX + "Echo: look" + IMAGE_ECHO
+    call = tool["candidates"][0]["content"]["parts"][0]["functionCall"]
     assert (call["name"], call["args"]) == ("get_weather", {"city": "Oslo"})
-    gateway.wait_log_rows(client.name, 3)
 
 
 # ---------------------------------------------------------------- keys and error shapes by route
@@ -549,9 +568,11 @@ def test_gemini_routes_accept_every_key_style(gateway, clients, style):
     params = {"key": client.key} if style == "query" else {}
     body = {"contents": [{"parts": [{"text": "hi"}]}]}
     for version in ("v1", "v1beta"):
-        resp = httpx.post(gemini_url(gateway, client.model, "generateContent", version), json=body,
-                          headers=headers, params=params, timeout=30)
-        assert resp.status_code == 200 and resp.json()["candidates"][0]["content"]["parts"][0]["text"]
+        with new_rows(gateway, client):
+            resp = httpx.post(gemini_url(gateway, client.model, "generateContent", version), json=body,
+                              headers=headers, params=params, timeout=30)
+        assert resp.status_code == 200
+        assert resp.json()["candidates"][0]["content"]["parts"][0]["text"] == PREFIX + "Echo: hi"
         resp = httpx.post(gemini_url(gateway, client.model, "countTokens", version), json=body,
                           headers=headers, params=params, timeout=30)
         assert resp.status_code == 200 and resp.json()["totalTokens"] > 0
@@ -560,7 +581,6 @@ def test_gemini_routes_accept_every_key_style(gateway, clients, style):
     assert [m["name"] for m in listing["models"]] == [f"models/{m}" for m in LISTED["gemini"]]
     if style != "bearer":
         assert httpx.get(gateway.url + "/v1/models", headers=headers, params=params).json() == listing
-    gateway.wait_log_rows(client.name, 2)
 
 
 @pytest.mark.parametrize("style", ["x-api-key", "bearer"])
@@ -569,14 +589,14 @@ def test_anthropic_routes_accept_every_key_style(gateway, clients, style):
     auth = {"x-api-key": client.key} if style == "x-api-key" else {"Authorization": f"Bearer {client.key}"}
     headers = {**auth, "anthropic-version": "2023-06-01"}
     body = {"model": client.model, "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
-    resp = httpx.post(gateway.url + "/v1/messages", json=body, headers=headers, timeout=30)
+    with new_rows(gateway, client):
+        resp = httpx.post(gateway.url + "/v1/messages", json=body, headers=headers, timeout=30)
     assert resp.status_code == 200 and resp.json()["content"][0]["text"] == PREFIX + "Echo: hi"
     resp = httpx.post(gateway.url + "/v1/messages/count_tokens", json=body, headers=headers, timeout=30)
     assert resp.status_code == 200 and resp.json()["input_tokens"] > 0
     listing = httpx.get(gateway.url + "/v1/models", headers=headers).json()
     assert [m["id"] for m in listing["data"]] == LISTED["anthropic"] and listing["has_more"] is False
     assert all(m["type"] == "model" for m in listing["data"])
-    gateway.wait_log_rows(client.name, 1)
 
 
 def anthropic_post(url: str, key: str, body: bytes | dict, model: str = "claude-sonnet-4-20250514"

@@ -133,7 +133,7 @@ def backends(gateway, fake_upstream: str) -> dict[str, Backend]:
 
 @pytest.fixture
 def sent(fake_requests) -> Iterator[Any]:
-    """Returns the body of the last chat request the fake upstream received (and its path/query)."""
+    """Returns the last chat request the fake upstream received (its path, query, headers and body)."""
     def last() -> dict:
         chats = [r for r in fake_requests() if r["method"] == "POST" and "_fake" not in r["path"]]
         assert chats, "the upstream received no chat request"

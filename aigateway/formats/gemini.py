@@ -99,8 +99,8 @@ def _bare(model: str | None) -> str:
 
 
 def _standard_base64(data: str) -> str:
-    """Protobuf JSON bytes may come URL-safe and unpadded (google-genai sends them so); OpenAI data URLs
-    and Anthropic base64 sources take only the standard alphabet, so inline data is normalised here."""
+    """Protobuf JSON bytes may come URL-safe and unpadded (both are valid proto3 JSON; google-genai
+    sends URL-safe); OpenAI data URLs and Anthropic base64 sources take only standard padded base64."""
     data = data.translate(_URLSAFE)
     return data if "=" in data else data + "=" * (-len(data) % 4)
 
