@@ -8,8 +8,11 @@ types, so N formats need N codecs rather than N*N translators (the idea of simon
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 
 class FinishReason(str, enum.Enum):
@@ -93,6 +96,33 @@ def upstream_error(status: int, message: str) -> GatewayError:
     if status in (401, 403):
         return GatewayError(502, ErrorKind.UPSTREAM, f"upstream rejected the gateway's credentials: {message}")
     return GatewayError(status, kind_for_status(status), message)
+
+
+def retry_seconds(err: GatewayError) -> str:
+    """A Retry-After value: whole seconds, rounded up, at least 1."""
+    return str(max(1, math.ceil(err.retry_after or 0)))
+
+
+def error_text(status: int, body: bytes) -> tuple[str, Any]:
+    """An upstream error body parsed defensively: (a fallback message, the parsed JSON or None).
+    HTML error pages and plain text become a short message instead of a parse failure."""
+    try:
+        return f"upstream answered {status}", orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body.decode("utf-8", "replace").strip()
+        if text.startswith("<"):
+            return f"upstream answered {status} with a non-JSON (HTML) page", None
+        return text[:300] or f"upstream answered {status}", None
+
+
+def json_object(text: str) -> dict:
+    """Tool-call argument text as an object, for formats that carry objects; invalid or empty JSON
+    becomes {} (protocols.md §11.9)."""
+    try:
+        value = orjson.loads(text or "{}")
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def invalid(message: str, param: str | None = None) -> GatewayError:

@@ -768,7 +768,7 @@ def test_decode_error_variants() -> None:
     assert gemini.decode_error(403, b'{"error":{"code":403,"message":"denied"}}').status == 502
     plain = gemini.decode_error(400, b'[{"error":{"code":400,"message":"Bad field"}}]')
     assert (plain.status, plain.kind, plain.message) == (400, ErrorKind.INVALID_REQUEST, "Bad field")
-    assert gemini.decode_error(503, b"<html><body>oops</body></html>").message.endswith("HTML page")
+    assert gemini.decode_error(503, b"<html><body>oops</body></html>").message.endswith("(HTML) page")
     assert gemini.decode_error(500, b"plain failure").message == "plain failure"
     assert gemini.decode_error(500, b"").message == "upstream answered 500"
     odd = gemini.decode_error(429, b'{"error":{"message":"x","details":[{"@type":"x.RetryInfo",'

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from aigateway.formats.framing import SSEDecoder, SSEFrame, sse, sse_json
+from aigateway.formats.framing import FrameDecoder, SSEFrame, sse, sse_json
 from aigateway.formats.openai import decode_models  # noqa: F401  (the same list shape)
 from aigateway.model import (
     ChatRequest,
@@ -38,7 +38,10 @@ from aigateway.model import (
     ToolResultPart,
     Usage,
     UsageReport,
+    error_text,
     invalid,
+    json_object,
+    retry_seconds,
     upstream_error,
 )
 
@@ -236,15 +239,6 @@ def _tool_id(call_id: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_-]", "_", call_id) or "toolu_0"
 
 
-def _arguments(text: str) -> dict:
-    """Tool-call JSON text to Anthropic's ``input`` object; invalid or empty JSON becomes {} (§11.9)."""
-    try:
-        value = orjson.loads(text or "{}")
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def _encode_part(part: Any, role: str) -> dict | None:
     if isinstance(part, TextPart):
         return {"type": "text", "text": part.text} if part.text.strip() else None  # §3.3: empty text is a 400
@@ -255,7 +249,7 @@ def _encode_part(part: Any, role: str) -> dict | None:
         return {"type": "document" if doc else "image", "source": source}
     if isinstance(part, ToolCallPart) and role == "assistant":
         return {"type": "tool_use", "id": _tool_id(part.id), "name": part.name,
-                "input": _arguments(part.arguments)}
+                "input": json_object(part.arguments)}
     if isinstance(part, ToolResultPart) and role == "user":
         block: dict[str, Any] = {"type": "tool_result", "tool_use_id": _tool_id(part.tool_call_id)}
         if part.content:
@@ -445,7 +439,7 @@ def _content(parts: list) -> list[dict]:
             blocks.append({"type": "redacted_thinking", "data": p.redacted} if p.redacted else
                           {"type": "thinking", "thinking": p.text, "signature": p.signature or ""})
         elif isinstance(p, ToolCallPart):
-            blocks.append({"type": "tool_use", "id": p.id, "name": p.name, "input": _arguments(p.arguments)})
+            blocks.append({"type": "tool_use", "id": p.id, "name": p.name, "input": json_object(p.arguments)})
     return blocks
 
 
@@ -459,24 +453,14 @@ def encode_response(resp: ChatResponse, req: ChatRequest) -> dict:
 # ---------------------------------------------------------------- streams
 
 
-class StreamDecoder:
+class StreamDecoder(FrameDecoder):
     """Upstream Messages SSE to neutral events (§3.5). Tool calls are renumbered 0, 1, ... (§11.17)."""
 
     def __init__(self) -> None:
-        self._sse = SSEDecoder()
+        super().__init__()
         self._started = self._finished = False
         self._blocks: dict[int, int] = {}  # content-block index -> tool-call index
         self._usage: dict[str, Any] = {}  # Anthropic usage so far; message_delta values replace (§11.15)
-
-    def frames(self, data: bytes) -> list[tuple[SSEFrame, list[Event]]]:
-        """Each complete upstream frame with its events: the fast path's tap."""
-        return [(f, self._decode(f)) for f in self._sse.feed(data)]
-
-    def feed(self, data: bytes) -> list[Event]:
-        return [ev for _, events in self.frames(data) for ev in events]
-
-    def close(self) -> list[Event]:
-        return [ev for f in self._sse.close() for ev in self._decode(f)]
 
     def _decode(self, frame: SSEFrame) -> list[Event]:
         if not frame.data:
@@ -653,7 +637,7 @@ def encode_error(err: GatewayError) -> tuple[int, dict[str, str], bytes]:
     body = {"type": "error", "error": {"type": kind, "message": err.message}, "request_id": "req_gateway"}
     headers = dict(err.headers)
     if err.retry_after is not None:
-        headers["retry-after"] = str(max(1, int(-(-err.retry_after // 1))))
+        headers["retry-after"] = retry_seconds(err)
     return err.status, headers, orjson.dumps(body)
 
 
@@ -668,17 +652,12 @@ def _error(status: int, message: str, kind: Any = None) -> GatewayError:
 
 def decode_error(status: int, body: bytes) -> GatewayError:
     """An upstream error response, parsed defensively (JSON, HTML or text): message and status kept."""
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        text = body.decode("utf-8", "replace").strip()
-        html = text.startswith("<")
-        message = f"upstream answered {status} with an HTML page" if html else text[:300]
-        return _error(status, message or f"upstream answered {status}")
+    message, parsed = error_text(status, body)
     err = parsed.get("error") if isinstance(parsed, dict) else None
     if isinstance(err, dict) and isinstance(err.get("message"), str):
         return _error(status, err["message"], err.get("type"))
-    message = err if isinstance(err, str) else orjson.dumps(parsed).decode()[:300]
+    if parsed is not None:
+        message = err if isinstance(err, str) else orjson.dumps(parsed).decode()[:300]
     return _error(status, message)
 
 

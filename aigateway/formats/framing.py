@@ -105,3 +105,23 @@ class JSONArrayEncoder:
 
     def close(self) -> bytes:
         return b"]" if self._count else b"[]"
+
+
+class FrameDecoder:
+    """Base of every format's StreamDecoder: framing here, ``_decode(frame) -> events`` in the format.
+    ``frames`` serves the fast path's tap (raw frame plus its events); ``feed``/``close`` the rest."""
+
+    def __init__(self, lines: SSEDecoder | None = None) -> None:
+        self._lines = lines or SSEDecoder()
+
+    def _decode(self, frame: SSEFrame) -> list:
+        raise NotImplementedError
+
+    def frames(self, data: bytes) -> list[tuple[SSEFrame, list]]:
+        return [(f, self._decode(f)) for f in self._lines.feed(data)]
+
+    def feed(self, data: bytes) -> list:
+        return [ev for f in self._lines.feed(data) for ev in self._decode(f)]
+
+    def close(self) -> list:
+        return [ev for f in self._lines.close() for ev in self._decode(f)]

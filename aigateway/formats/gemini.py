@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from aigateway.formats.framing import JSONArrayEncoder, SSEDecoder, SSEFrame, sse
+from aigateway.formats.framing import FrameDecoder, JSONArrayEncoder, SSEDecoder, SSEFrame, sse
 from aigateway.model import (
     ChatRequest,
     ChatResponse,
@@ -38,8 +38,11 @@ from aigateway.model import (
     ToolResultPart,
     Usage,
     UsageReport,
+    error_text,
     fold,
     invalid,
+    json_object,
+    retry_seconds,
     upstream_error,
 )
 
@@ -306,17 +309,8 @@ def decode_request(body: dict, route: Route) -> ChatRequest:
 # ---------------------------------------------------------------- requests out (gateway -> Gemini)
 
 
-def _args(arguments: str) -> dict:
-    """OpenAI-style argument text as the object Gemini needs; invalid JSON or "" becomes {} (§11.9)."""
-    try:
-        value = orjson.loads(arguments or "{}")
-    except orjson.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def _call_part(name: str, arguments: str, provider_data: dict) -> dict:
-    part: dict[str, Any] = {"functionCall": {"name": name, "args": _args(arguments)}}
+    part: dict[str, Any] = {"functionCall": {"name": name, "args": json_object(arguments)}}
     if provider_data.get("thought_signature"):
         part["thoughtSignature"] = provider_data["thought_signature"]  # beside functionCall (§4.2)
     return part
@@ -557,24 +551,15 @@ class _Lines(SSEDecoder):
         return frames
 
 
-class StreamDecoder:
+class StreamDecoder(FrameDecoder):
     """Upstream ``streamGenerateContent?alt=sse`` frames to neutral events (§4.5, §7.3). Each chunk holds
     only new parts; function calls arrive whole; usageMetadata is cumulative (the last one wins)."""
 
     def __init__(self) -> None:
-        self._lines = _Lines()
+        super().__init__(_Lines())
         self._started = self._finished = False
         self._calls = 0
         self._rid = ""
-
-    def frames(self, data: bytes) -> list[tuple[SSEFrame, list[Event]]]:
-        return [(f, self._decode(f)) for f in self._lines.feed(data)]
-
-    def feed(self, data: bytes) -> list[Event]:
-        return [ev for _, events in self.frames(data) for ev in events]
-
-    def close(self) -> list[Event]:
-        return [ev for f in self._lines.close() for ev in self._decode(f)]
 
     def _decode(self, frame: SSEFrame) -> list[Event]:
         if not frame.data.strip():
@@ -760,8 +745,7 @@ def encode_error(err: GatewayError) -> tuple[int, dict[str, str], bytes]:
                             ("INTERNAL" if status >= 500 else "INVALID_ARGUMENT")}
     headers = dict(err.headers)
     if err.retry_after is not None:
-        seconds = max(1, int(-(-err.retry_after // 1)))
-        headers["Retry-After"] = str(seconds)
+        seconds = headers["Retry-After"] = retry_seconds(err)
         body["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{seconds}s"}]
     return status, headers, orjson.dumps({"error": body})
 
@@ -769,13 +753,9 @@ def encode_error(err: GatewayError) -> tuple[int, dict[str, str], bytes]:
 def decode_error(status: int, body: bytes) -> GatewayError:
     """An upstream error, parsed defensively (JSON object or array, HTML, text). An invalid API key
     (400 API_KEY_INVALID, 401, 403) is the gateway's configuration problem: 502 (§8.2, §11.19)."""
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        text = body.decode("utf-8", "replace").strip()
-        html = text.startswith("<")
-        return upstream_error(status, f"upstream answered {status} with an HTML page" if html else
-                              text[:300] or f"upstream answered {status}")
+    message, parsed = error_text(status, body)
+    if parsed is None:
+        return upstream_error(status, message)
     if isinstance(parsed, list) and parsed:  # streamGenerateContent without alt=sse wraps errors in an array
         parsed = parsed[0]
     err = parsed.get("error") if isinstance(parsed, dict) else None

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from aigateway.formats.framing import SSEDecoder, SSEFrame, sse
+from aigateway.formats.framing import FrameDecoder, SSEFrame, sse
 from aigateway.model import (
     ChatRequest,
     ChatResponse,
@@ -36,7 +36,9 @@ from aigateway.model import (
     ToolResultPart,
     Usage,
     UsageReport,
+    error_text,
     invalid,
+    retry_seconds,
     upstream_error,
 )
 
@@ -417,22 +419,13 @@ def encode_response(resp: ChatResponse, req: ChatRequest) -> dict:
 # ---------------------------------------------------------------- streams
 
 
-class StreamDecoder:
+class StreamDecoder(FrameDecoder):
     """Upstream chat.completion.chunk SSE to neutral events."""
 
     def __init__(self) -> None:
-        self._sse = SSEDecoder()
+        super().__init__()
         self._started = False
         self._calls: dict[int, tuple[int, str]] = {}  # upstream index -> (neutral index, id)
-
-    def frames(self, data: bytes) -> list[tuple[SSEFrame, list[Event]]]:
-        return [(f, self._decode(f)) for f in self._sse.feed(data)]
-
-    def feed(self, data: bytes) -> list[Event]:
-        return [ev for f in self._sse.feed(data) for ev in self._decode(f)]
-
-    def close(self) -> list[Event]:
-        return [ev for f in self._sse.close() for ev in self._decode(f)]
 
     def _decode(self, frame: SSEFrame) -> list[Event]:
         data = frame.data
@@ -560,32 +553,23 @@ def encode_error(err: GatewayError) -> tuple[int, dict[str, str], bytes]:
                       "code": err.code or kind_code}}
     headers = dict(err.headers)
     if err.retry_after is not None:
-        headers["Retry-After"] = str(max(1, int(-(-err.retry_after // 1))))
+        headers["Retry-After"] = retry_seconds(err)
     return 503 if err.status == 529 else err.status, headers, orjson.dumps(body)
 
 
-def error_message(status: int, body: bytes) -> tuple[str, Any]:
-    """The message inside any upstream error body, parsed defensively (HTML, text, odd JSON)."""
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        text = body.decode("utf-8", "replace").strip()
-        if text.lstrip().startswith("<"):
-            return f"upstream answered {status} with a non-JSON (HTML) page", None
-        return (text[:300] or f"upstream answered {status}"), None
+def decode_error(status: int, body: bytes) -> GatewayError:
+    """An upstream error: OpenAI's shape, Mistral's top-level one, 422 ``detail`` lists, LM Studio's
+    bare string, or HTML/text (§8.2)."""
+    message, parsed = error_text(status, body)
     err = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
     if isinstance(err, str):
-        return err, parsed
-    if isinstance(err, dict):
-        message = err.get("message") or err.get("detail")
-        if not isinstance(message, str):
-            message = orjson.dumps(message).decode() if message else f"upstream answered {status}"
-        return message, parsed
-    return f"upstream answered {status}", parsed
-
-
-def decode_error(status: int, body: bytes) -> GatewayError:
-    message, _ = error_message(status, body)
+        message = err
+    elif isinstance(err, dict):
+        found = err.get("message") or err.get("detail")
+        if isinstance(found, str):
+            message = found
+        elif found:
+            message = orjson.dumps(found).decode()[:300]
     return upstream_error(status, message)
 
 
