@@ -45,19 +45,27 @@ def all_clients(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     return conn.execute("SELECT * FROM clients ORDER BY id").fetchall()
 
 
-def _check(fields: dict[str, Any], providers: list[str] | None) -> None:
+def problems(fields: dict[str, Any], providers: list[str] | None) -> dict[str, str]:
+    """Every bad value in ``fields``, as ``{field: message}`` (empty when all are fine)."""
+    out: dict[str, str] = {}
     if "name" in fields and not str(fields["name"] or "").strip():
-        raise ClientError("name: must not be empty")
+        out["name"] = "must not be empty"
     if providers is not None and "provider" in fields and fields["provider"] not in providers:
-        raise ClientError(f"provider: unknown provider {fields['provider']!r} (known: {', '.join(providers)})")
+        out["provider"] = f"unknown provider {fields['provider']!r} (known: {', '.join(providers)})"
     for name in LIMIT_FIELDS:
         value = fields.get(name)
         bad = not isinstance(value, int) or isinstance(value, bool) or value < 0
         if value is not None and value != DEFAULT and bad:
-            raise ClientError(f"{name}: must be a whole number >= 0 (0: unlimited)")
+            out[name] = "must be a whole number >= 0 (0: unlimited)"
     base_url = fields.get("base_url")
     if base_url and not str(base_url).startswith(("http://", "https://")):
-        raise ClientError("base_url: must start with http:// or https://")
+        out["base_url"] = "must start with http:// or https://"
+    return out
+
+
+def _check(fields: dict[str, Any], providers: list[str] | None) -> None:
+    for name, message in problems(fields, providers).items():
+        raise ClientError(f"{name}: {message}")
 
 
 def create(conn: sqlite3.Connection, name: str, provider: str, key_type: str = "sk-",

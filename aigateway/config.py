@@ -30,11 +30,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server.https.enabled", False, "Serve HTTPS with the files below"),
     Setting("server.https.cert_file", "", "PEM certificate chain"),
     Setting("server.https.key_file", "", "PEM private key"),
-    Setting("server.max_upstream_connections", 1000,
-            "Concurrent upstream requests (a stream holds one for its whole life)"),
+    Setting("server.max_upstream_connections", 2000,
+            "Concurrent upstream requests (a stream holds one for its whole life; each slot is a "
+            "pre-made curl handle of about 4 KB)"),
     Setting("server.shutdown_grace_seconds", 30,
             "On SIGTERM/SIGINT, how long in-flight requests and streams may take to finish"),
     Setting("server.max_body_mb", 10, "Largest request body accepted, in MB (larger: 413)"),
+    Setting("server.idle_timeout_seconds", 60,
+            "Close a connection that has sent no complete request headers for this long (idle or trickling)"),
+    Setting("server.body_timeout_seconds", 60, "Close a connection whose request body takes longer than this"),
     Setting("admin.username", "admin", "Admin UI user name"),
     Setting("admin.password_hash", "", "bcrypt hash of the admin password (generated when empty)"),
     Setting("admin.session_secret", "", "Secret that signs admin session cookies (generated when empty)"),
@@ -157,30 +161,39 @@ class Config:
         return (self.path.parent / str(self.get(dotted))).resolve()
 
 
-def _validate(path: Path, data: dict, lines: dict[str, int]) -> dict[str, Provider]:
+def check(data: dict) -> tuple[dict[str, Provider], dict[str, str]]:
+    """Validate a whole config mapping: the providers it defines, and every problem found as
+    ``{dotted key: message}`` in file order (empty when valid). The one place validation lives:
+    ``load`` reports the first problem, the admin API all of them, field by field."""
+    errors: dict[str, str] = {}
+
     def fail(key: str, message: str) -> None:
-        line = lines.get(key) or lines.get(key.rsplit(".", 1)[0])
-        where = f"{path}:{line}" if line else str(path)
-        raise ConfigError(f"{where}: {key}: {message}")
+        errors.setdefault(key, message)
 
     for s in SETTINGS:
         _, value = _get(data, s.name)
         if not _check_type(value, s.default):
             fail(s.name, f"expected {_TYPE_NAMES[type(s.default)]}, got {value!r}")
-    if data["logging"]["level"] not in _LEVELS:
+    level = _get(data, "logging.level")[1]
+    if "logging.level" not in errors and level not in _LEVELS:
         fail("logging.level", f"expected one of {', '.join(_LEVELS)}")
-    try:
-        zoneinfo.ZoneInfo(data["defaults"]["timezone"])
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        fail("defaults.timezone", f"unknown time zone {data['defaults']['timezone']!r}")
+    zone = _get(data, "defaults.timezone")[1]
+    if "defaults.timezone" not in errors:
+        try:
+            zoneinfo.ZoneInfo(zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            fail("defaults.timezone", f"unknown time zone {zone!r}")
     providers = data.get("providers") or {}
     if not isinstance(providers, dict):
         fail("providers", "expected a mapping of provider names to settings")
+        providers = {}
     out: dict[str, Provider] = {}
     for name, raw in providers.items():
         key = f"providers.{name}"
         if not isinstance(raw, dict):
             fail(key, "expected a mapping (type, api_key, base_url, ...)")
+            continue
+        before = len(errors)
         for field_ in PROVIDER_FIELDS:
             value = raw.get(field_.name)
             if value is not None and not _check_type(value, field_.default):
@@ -190,11 +203,40 @@ def _validate(path: Path, data: dict, lines: dict[str, int]) -> dict[str, Provid
             fail(f"{key}.{sorted(unknown)[0]}", "unknown provider setting")
         if raw.get("type", "openai") not in PROVIDER_TYPES:
             fail(f"{key}.type", f"expected one of {', '.join(PROVIDER_TYPES)}, got {raw.get('type')!r}")
+        if len(errors) > before:
+            continue
         try:
             out[str(name)] = Provider.from_config(str(name), raw)
         except ValueError as exc:
-            fail(key, str(exc))
-    return out
+            fail(f"{key}.base_url", str(exc))
+    return out, errors
+
+
+class ConfigInvalid(ConfigError):
+    """A config mapping (from the admin API) failed validation: ``errors`` maps dotted keys to messages."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {m}" for k, m in errors.items()))
+        self.errors = errors
+
+
+def validated(path: Path, data: dict) -> Config:
+    """A new Config from a mapping, validated exactly as ``load`` validates the file, without
+    reading or writing anything. Raises ConfigInvalid naming every bad key."""
+    providers, errors = check(data)
+    if errors:
+        raise ConfigInvalid(errors)
+    return Config(path, data, providers)
+
+
+def _validate(path: Path, data: dict, lines: dict[str, int]) -> dict[str, Provider]:
+    providers, errors = check(data)
+    if errors:
+        key, message = next(iter(errors.items()))
+        line = lines.get(key) or lines.get(key.rsplit(".", 1)[0])
+        where = f"{path}:{line}" if line else str(path)
+        raise ConfigError(f"{where}: {key}: {message}")
+    return providers
 
 
 def _generate_admin(data: dict) -> str | None:

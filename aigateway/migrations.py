@@ -74,6 +74,19 @@ def m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m002_request_log_filters(db: sqlite3.Connection) -> None:
+    # The admin request log pages newest-first by id with optional client or model filters.
+    # (client_id, ts) orders a client's rows by time, so "newest 100 of one client" sorted the
+    # client's whole history; these two give the id order directly (each entry ends in the rowid).
+    db.executescript(
+        """
+        CREATE INDEX request_log_client_id ON request_log (client_id);
+        CREATE INDEX request_log_model_id ON request_log (model);
+        """
+    )
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply every migration not yet recorded; return the names applied."""
     db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")

@@ -10,6 +10,7 @@ import orjson
 
 from aigateway.formats import FORMATS
 from aigateway.model import ErrorKind, GatewayError
+from aigateway.providers import Provider
 from aigateway.relay import provider_of
 from aigateway.upstream import Call
 
@@ -28,14 +29,20 @@ async def for_client(gw: Gateway, client: dict) -> list[str]:
     hit = gw.model_lists.get(key)
     if hit and hit[0] > time.monotonic():
         return hit[1]
+    ids = await fetch(provider, base_url)
+    gw.model_lists[key] = (time.monotonic() + CACHE_SECONDS, ids)
+    return ids
+
+
+async def fetch(provider: Provider, base_url: str | None = None) -> list[str]:
+    """Ask the upstream for its model list (uncached; the admin UI's provider test uses it too).
+    Upstream errors raise GatewayError with the upstream's status and message."""
     fmt = FORMATS[provider.kind.format]
-    call = Call(provider, base_url, fmt.MODELS_PATH, None, stream=False)
+    call = Call(provider, base_url or provider.base_url, fmt.MODELS_PATH, None, stream=False)
     body = await call.run()
     if call.status >= 400:
         raise fmt.decode_error(call.status, body)
     try:
-        ids = fmt.decode_models(orjson.loads(body))
+        return fmt.decode_models(orjson.loads(body))
     except (orjson.JSONDecodeError, AttributeError, TypeError):
         raise GatewayError(502, ErrorKind.UPSTREAM, "the upstream's model list is not valid JSON") from None
-    gw.model_lists[key] = (time.monotonic() + CACHE_SECONDS, ids)
-    return ids

@@ -152,3 +152,81 @@ def report(conn: sqlite3.Connection, client: Mapping[str, Any], config: Any, day
         out[name] = {"limit": limits[name], "used": None, "remaining": None}
     return {"client": client["name"], "today": datetime.fromtimestamp(day, config.timezone).strftime("%Y-%m-%d"),
             "limits": out, "days": client_usage(conn, client["id"], days)}
+
+
+def today_by_client(conn: sqlite3.Connection) -> dict[int, dict]:
+    """Each client's requests and tokens so far today (UTC day), for the admin clients table."""
+    rows = conn.execute(
+        "SELECT client_id, SUM(requests) AS requests, SUM(rejected) AS rejected, SUM(input_tokens) AS input_tokens,"
+        " SUM(output_tokens) AS output_tokens FROM daily_usage WHERE day = ? GROUP BY client_id",
+        (day_of(time.time()),),
+    ).fetchall()
+    return {r["client_id"]: {k: r[k] for k in ("requests", "rejected", "input_tokens", "output_tokens")}
+            for r in rows}
+
+
+_TOTALS = ("SUM(d.requests) AS requests, SUM(d.errors) AS errors, SUM(d.rejected) AS rejected,"
+           " SUM(d.input_tokens) AS input_tokens, SUM(d.output_tokens) AS output_tokens")
+
+
+def daily_report(conn: sqlite3.Connection, first_day: str, last_day: str) -> dict[str, list[dict]]:
+    """Usage between two UTC days (inclusive, ``YYYY-MM-DD``): totals per day, per client and per
+    model, plus the raw (day, client, model) rows the CSV export writes. Reads ``daily_usage`` only,
+    whose primary key starts with the day, so a range costs what it returns."""
+    where = " FROM daily_usage d LEFT JOIN clients c ON c.id = d.client_id WHERE d.day BETWEEN ? AND ?"
+    args = (first_day, last_day)
+    name = "COALESCE(c.name, '#' || d.client_id || ' (deleted)') AS client_name"
+
+    def query(sql: str) -> list[dict]:
+        return [dict(r) for r in conn.execute(sql, args)]
+
+    return {
+        "days": query(f"SELECT d.day, {_TOTALS}{where} GROUP BY d.day ORDER BY d.day"),
+        "clients": query(f"SELECT d.client_id, {name}, {_TOTALS}{where} GROUP BY d.client_id"
+                         " ORDER BY requests DESC, d.client_id"),
+        "models": query(f"SELECT d.model, {_TOTALS}{where} GROUP BY d.model ORDER BY requests DESC, d.model"),
+        "rows": query(f"SELECT d.day, d.client_id, {name}, d.model, d.requests, d.errors, d.rejected,"
+                      f" d.input_tokens, d.output_tokens{where} ORDER BY d.day, client_name, d.model"),
+    }
+
+
+LOG_COLUMNS = ("id", "ts", "client_id", "client_name", "provider", "model", "inbound", "status", "latency_ms",
+               "ttft_ms", "input_tokens", "output_tokens", "cached_tokens", "stream", "admitted", "estimated",
+               "error")
+
+
+def log_page(conn: sqlite3.Connection, *, client_id: int | None = None, model: str | None = None,
+             status: tuple[int, int] | None = None, since: float | None = None, until: float | None = None,
+             before_id: int | None = None, limit: int = 100) -> dict:
+    """One page of the request log, newest first, with filters. Keyset pagination on ``id``: the
+    next page starts below the last id shown, so page 1,000 costs what page 1 does (no OFFSET).
+    ``status`` is an inclusive range; ``since``/``until`` are epoch seconds (until exclusive)."""
+    where, args = [], []
+    if before_id is not None:
+        where.append("id < ?")
+        args.append(before_id)
+    if client_id is not None:
+        where.append("client_id = ?")
+        args.append(client_id)
+    if model:
+        where.append("model = ?")
+        args.append(model)
+    if status is not None:
+        where.append("status BETWEEN ? AND ?")
+        args.extend(status)
+    if since is not None:
+        where.append("ts >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("ts < ?")
+        args.append(until)
+    sql = f"SELECT {', '.join(LOG_COLUMNS)} FROM request_log"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    rows = [dict(r) for r in conn.execute(sql + " ORDER BY id DESC LIMIT ?", (*args, limit + 1))]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    for r in rows:
+        for flag in ("stream", "admitted", "estimated"):
+            r[flag] = bool(r[flag])
+    return {"requests": rows, "next_before_id": rows[-1]["id"] if more else None}

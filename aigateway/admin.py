@@ -1,0 +1,616 @@
+"""What the admin UI and API do, as plain functions on the Gateway: log in (throttled), change
+the password, edit clients, providers and settings, read usage. Handlers parse a request, call one
+of these and write the result; every failure is an AdminError naming the fields at fault.
+
+Config edits copy the live config's data, change the copy, validate it with config.py's own
+validation, write config.yaml (0600) and swap the new immutable Config in (Gateway.apply_config),
+all between two awaits, so concurrent edits cannot interleave and in-flight requests keep the
+provider objects they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import csv
+import hmac
+import io
+import logging
+import re
+import sqlite3
+import sys
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import date, datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+import bcrypt
+
+from aigateway import __version__, clients, config, models, usage
+from aigateway.config import PROVIDER_FIELDS, SETTINGS, ConfigInvalid
+from aigateway.keys import KEY_TYPES
+from aigateway.limits import LIMIT_FIELDS, LIMITS
+from aigateway.model import GatewayError
+from aigateway.providers import PROVIDER_TYPES
+
+if TYPE_CHECKING:
+    from aigateway.app import Gateway
+
+PASSWORD_MIN = 8
+PASSWORD_MAX_BYTES = 72  # bcrypt's limit: longer passwords are refused rather than silently cut
+PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+PROVIDER_TEST_TIMEOUT = 15.0
+EDITABLE_SETTINGS = (*(s.config for s in LIMITS), "defaults.timezone", "logging.level")
+LOG_PAGE_MAX = 500
+log = logging.getLogger("aigateway.admin")
+
+
+class AdminError(Exception):
+    """An admin request that cannot be done: HTTP status, a sentence for people, and per-field
+    messages for forms (``{"name": "must not be empty"}``)."""
+
+    def __init__(self, status: int, message: str, fields: dict[str, str] | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.fields = fields or {}
+        self.retry_after = retry_after
+
+
+def invalid(fields: dict[str, str]) -> AdminError:
+    """A 400 naming every bad field; nothing was saved."""
+    return AdminError(400, "Please correct the highlighted fields; nothing was saved.", fields)
+
+
+# -- login
+
+
+class LoginThrottle:
+    """Failed logins per key ("ip:..." and "user:..."): five within a minute block that key for
+    the rest of the minute. In memory, so a restart forgets, which costs an attacker a restart."""
+
+    MAX_FAILURES = 5
+    WINDOW = 60.0
+
+    def __init__(self) -> None:
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        times = self._failures.get(key, deque())
+        while times and times[0] <= now - self.WINDOW:
+            times.popleft()
+        return times
+
+    def retry_after(self, keys: Iterable[str], now: float) -> float | None:
+        """Seconds until every key may try again, or None when none is blocked."""
+        waits = [times[0] + self.WINDOW - now for key in keys
+                 if len(times := self._recent(key, now)) >= self.MAX_FAILURES]
+        return max(waits) if waits else None
+
+    def failed(self, keys: Iterable[str], now: float) -> None:
+        """Count one failed attempt against each key."""
+        if len(self._failures) > 10000:  # forget keys whose failures have all aged out
+            self._failures = {k: t for k, t in self._failures.items() if self._recent(k, now)}
+        for key in keys:
+            times = self._recent(key, now)
+            times.append(now)
+            self._failures[key] = times
+
+
+def _password_ok(cfg: config.Config, username: str, password: str) -> bool:
+    """bcrypt check (slow on purpose: run it in a thread). The hash is checked even for a wrong
+    user name, so timing does not tell which of the two was wrong."""
+    try:
+        good = bcrypt.checkpw(password.encode(), cfg.get("admin.password_hash").encode())
+    except ValueError:  # longer than bcrypt accepts, or a malformed hash
+        good = False
+    return hmac.compare_digest(username.encode(), str(cfg.get("admin.username")).encode()) and good
+
+
+async def login(gw: Gateway, body: dict, ip: str) -> str:
+    """Check a login; returns the admin's name. Five failures a minute per IP or per user name
+    make further attempts 429 (without checking the password) until the minute has passed."""
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
+        raise invalid({k: "required" for k in ("username", "password")
+                       if not isinstance(body.get(k), str) or not body.get(k)})
+    keys = (f"ip:{ip}", f"user:{username.lower()}")
+    wait = gw.login_throttle.retry_after(keys, time.time())
+    if wait is not None:
+        raise AdminError(429, f"Too many failed logins. Try again in {int(wait) + 1} seconds.",
+                         retry_after=int(wait) + 1)
+    if not await asyncio.to_thread(_password_ok, gw.config, username, password):
+        gw.login_throttle.failed(keys, time.time())
+        log.warning("admin login failed for user %r from %s", username[:64], ip)
+        raise AdminError(401, "Wrong user name or password.")
+    log.info("admin %r logged in from %s", username, ip)
+    return username
+
+
+async def change_password(gw: Gateway, body: dict, ip: str) -> None:
+    """Verify the current password, store the new one's bcrypt hash in config.yaml. Sessions carry
+    a fingerprint of the hash, so every existing session ends."""
+    current, new = body.get("current_password"), body.get("new_password")
+    errors = {}
+    if not isinstance(current, str) or not current:
+        errors["current_password"] = "required"
+    if not isinstance(new, str) or len(new) < PASSWORD_MIN:
+        errors["new_password"] = f"must be at least {PASSWORD_MIN} characters"
+    elif len(new.encode()) > PASSWORD_MAX_BYTES:
+        errors["new_password"] = f"must be at most {PASSWORD_MAX_BYTES} bytes (bcrypt's limit)"
+    if errors:
+        raise invalid(errors)
+    username = str(gw.config.get("admin.username"))
+    keys = (f"ip:{ip}", f"user:{username.lower()}")
+    wait = gw.login_throttle.retry_after(keys, time.time())
+    if wait is not None:
+        raise AdminError(429, f"Too many wrong passwords. Try again in {int(wait) + 1} seconds.",
+                         retry_after=int(wait) + 1)
+    if not await asyncio.to_thread(_password_ok, gw.config, username, current):
+        gw.login_throttle.failed(keys, time.time())
+        raise invalid({"current_password": "this is not the current password"})
+    hashed = await asyncio.to_thread(lambda: bcrypt.hashpw(new.encode(), bcrypt.gensalt()).decode())
+    data = copy.deepcopy(gw.config.data)  # read after the awaits: the latest config
+    data["admin"]["password_hash"] = hashed
+    await _save(gw, data)
+    log.info("admin password changed from %s; every other session has ended", ip)
+
+
+async def _save(gw: Gateway, data: dict, field_of: Any = None, errors: dict[str, str] | None = None) -> None:
+    """Validate, write config.yaml and apply: all or nothing. ``field_of`` maps a dotted config
+    key to the form field it came from; ``errors`` are problems already found in the input."""
+    errors = dict(errors or {})
+    try:
+        new = config.validated(gw.config.path, data)
+    except ConfigInvalid as exc:
+        for key, message in exc.errors.items():
+            errors.setdefault(field_of(key) if field_of else key, message)
+    if errors:
+        raise invalid(errors)
+    config.write_file(gw.config.path, data)
+    await gw.apply_config(new)
+
+
+def meta(gw: Gateway, username: str) -> dict:
+    """What every page needs to build its forms: who is logged in, the key types, the limits with
+    their current defaults, the provider types and the configured provider names."""
+    return {
+        "username": username,
+        "version": __version__,
+        "key_types": list(KEY_TYPES),
+        "limits": [{"field": s.field, "label": s.help, "setting": s.config, "default": gw.limit_defaults[s.field]}
+                   for s in LIMITS],
+        "provider_types": {name: {"format": t.format, "base_url": t.base_url, "needs_base_url": not t.base_url}
+                           for name, t in PROVIDER_TYPES.items()},
+        "providers": list(gw.config.providers),
+    }
+
+
+# -- clients
+
+_CLIENT_TEXT = ("name", "provider", "base_url", "system_prompt", "default_model")
+
+
+def client_fields(body: dict, creating: bool) -> tuple[dict[str, Any], dict[str, str]]:
+    """JSON from the admin API to clients.py fields. Limits: a whole number, or null / "" for the
+    configured default. Raises AdminError naming every bad field."""
+    errors: dict[str, str] = {}
+    fields: dict[str, Any] = {}
+    allowed = {*_CLIENT_TEXT, "enabled", *LIMIT_FIELDS, *(("key_type",) if creating else ())}
+    for name in body.keys() - allowed:
+        errors[name] = "unknown field" + ("" if creating or name != "key_type" else " (rotate the key to change it)")
+    for name in _CLIENT_TEXT:
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            errors[name] = "must be text"
+        else:
+            fields[name] = value if name == "system_prompt" else value.strip()
+    if creating:
+        for name in ("name", "provider"):
+            if not fields.get(name):
+                errors.setdefault(name, "required")
+        key_type = body.get("key_type", "sk-")
+        if key_type not in KEY_TYPES:
+            errors["key_type"] = f"must be one of {', '.join(KEY_TYPES)}"
+        fields["key_type"] = key_type
+    if "enabled" in body:
+        if not isinstance(body["enabled"], bool):
+            errors["enabled"] = "must be true or false"
+        else:
+            fields["enabled"] = int(body["enabled"])
+    for name in LIMIT_FIELDS:
+        if name not in body:
+            continue
+        value = body[name]
+        if value is None or value == "":
+            if not creating:
+                fields[name] = clients.DEFAULT
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            errors[name] = "must be a whole number >= 0 (0: unlimited), or empty for the default"
+        else:
+            fields[name] = value
+    return fields, errors
+
+
+def _client_error(exc: clients.ClientError) -> AdminError:
+    field, _, message = str(exc).partition(": ")
+    if field in clients.EDITABLE or field == "key_type":
+        return invalid({field: message})
+    return AdminError(404, str(exc))
+
+
+def _client_out(row: sqlite3.Row, today: dict | None = None, key: str | None = None) -> dict:
+    out = clients.public(row)
+    out["today"] = today or {"requests": 0, "rejected": 0, "input_tokens": 0, "output_tokens": 0}
+    if key:
+        out["api_key"] = key  # shown once: only its hash is stored
+    return out
+
+
+async def _client_write(gw: Gateway, fn: Any) -> Any:
+    """Run a clients.py change on the writer thread, then reload the key index so it applies now."""
+    try:
+        result = await gw.db.write(fn)
+    except clients.ClientError as exc:
+        raise _client_error(exc) from None
+    await gw.reload_clients()
+    return result
+
+
+async def list_clients(gw: Gateway) -> list[dict]:
+    """Every client with today's requests and tokens."""
+    def read(conn: sqlite3.Connection) -> list[dict]:
+        today = usage.today_by_client(conn)
+        return [_client_out(r, today.get(r["id"])) for r in clients.all_clients(conn)]
+
+    return await gw.db.read(read)
+
+
+async def get_client(gw: Gateway, client_id: int) -> dict:
+    """One client with today's usage; 404 when unknown."""
+    def read(conn: sqlite3.Connection) -> dict:
+        try:
+            row = clients.find(conn, client_id)
+        except clients.ClientError as exc:
+            raise _client_error(exc) from None
+        return _client_out(row, usage.today_by_client(conn).get(row["id"]))
+
+    return await gw.db.read(read)
+
+
+async def create_client(gw: Gateway, body: dict) -> dict:
+    """A new client; the answer carries its key, the only time it is ever shown."""
+    fields, errors = client_fields(body, creating=True)
+    providers = list(gw.config.providers)
+    errors = {**clients.problems(fields, providers), **errors}
+    if errors:
+        raise invalid(errors)
+    name, provider, key_type = fields.pop("name"), fields.pop("provider"), fields.pop("key_type")
+    row, key = await _client_write(
+        gw, lambda conn: clients.create(conn, name, provider, key_type, providers, **fields))
+    log.info("admin: created client %r (id %d) on provider %r", name, row["id"], provider)
+    return _client_out(row, key=key)
+
+
+async def update_client(gw: Gateway, client_id: int, body: dict) -> dict:
+    """Change some settings; a limit of null or "" goes back to the configured default."""
+    fields, errors = client_fields(body, creating=False)
+    errors = {**clients.problems(fields, list(gw.config.providers)), **errors}
+    if errors:
+        raise invalid(errors)
+    row = await _client_write(gw, lambda conn: clients.update(conn, client_id, list(gw.config.providers), **fields))
+    log.info("admin: updated client %r (%s)", row["name"], ", ".join(sorted(fields)))
+    return await get_client(gw, row["id"])
+
+
+async def rotate_key(gw: Gateway, client_id: int, body: dict) -> dict:
+    """A new key (optionally of another type); the old one is refused from now on."""
+    key_type = body.get("key_type")
+    if key_type is not None and key_type not in KEY_TYPES:
+        raise invalid({"key_type": f"must be one of {', '.join(KEY_TYPES)}"})
+    row, key = await _client_write(gw, lambda conn: clients.rotate_key(conn, client_id, key_type))
+    log.info("admin: rotated the key of client %r", row["name"])
+    return _client_out(row, key=key)
+
+
+async def reset_usage(gw: Gateway, client_id: int) -> dict:
+    """Start the client's limits and quotas afresh (the request log keeps its history)."""
+    await _client_write(gw, lambda conn: clients.reset_usage(conn, client_id))
+    return await get_client(gw, client_id)
+
+
+async def delete_client(gw: Gateway, client_id: int) -> dict:
+    """Delete a client; its key is refused from the next request on."""
+    row = await _client_write(gw, lambda conn: clients.delete(conn, client_id))
+    log.info("admin: deleted client %r", row["name"])
+    return {"id": row["id"], "name": row["name"], "deleted": True}
+
+
+# -- providers
+
+_PROVIDER_BODY = ("name", "type", "api_key", "base_url", "default_model", "allowed_models", "timeout_seconds")
+
+
+def provider_out(gw: Gateway, name: str) -> dict:
+    """A provider as the admin API shows it: every setting except the key, of which only whether
+    one is set (the key is write-only: no admin response ever carries it)."""
+    raw = gw.config.data["providers"][name]
+    provider = gw.config.providers[name]
+    return {
+        "name": name,
+        "type": provider.type,
+        "base_url": raw.get("base_url") or "",
+        "endpoint": provider.base_url,
+        "default_model": provider.default_model,
+        "allowed_models": list(provider.allowed_models),
+        "timeout_seconds": raw.get("timeout_seconds") or int(provider.timeout_seconds),
+        "api_key_set": bool(provider.api_key),
+        "clients": sum(1 for c in gw.keys.clients() if c["provider"] == name),
+    }
+
+
+def list_providers(gw: Gateway) -> list[dict]:
+    """Every configured provider, in config order, without keys."""
+    return [provider_out(gw, name) for name in gw.config.providers]
+
+
+def _provider_raw(body: dict, old: dict | None) -> tuple[dict, dict[str, str]]:
+    """The provider's config mapping after applying ``body`` to ``old`` (None: a new provider),
+    and the fields that could not be applied. ``api_key``: text sets it, absent or "" keeps it,
+    null removes it."""
+    errors: dict[str, str] = {}
+    for name in body.keys() - set(_PROVIDER_BODY):
+        errors[name] = "unknown field"
+    raw = dict(old or {"type": "openai", "api_key": "", "timeout_seconds": 120})
+    for name in ("type", "base_url", "default_model"):
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            errors[name] = "must be text"
+        else:
+            raw[name] = value.strip()
+    if raw.get("type") not in PROVIDER_TYPES:
+        errors["type"] = f"must be one of {', '.join(PROVIDER_TYPES)}"
+    if "api_key" in body:
+        key = body["api_key"]
+        if key is None:
+            raw["api_key"] = ""
+        elif not isinstance(key, str):
+            errors["api_key"] = "must be text"
+        elif key.strip():
+            raw["api_key"] = key.strip()
+    models_ = body.get("allowed_models")
+    if models_ is not None:
+        if isinstance(models_, str):
+            models_ = re.split(r"[\s,]+", models_)
+        if not isinstance(models_, list) or not all(isinstance(m, str) for m in models_):
+            errors["allowed_models"] = "must be a list of model names"
+        else:
+            raw["allowed_models"] = list(dict.fromkeys(m.strip() for m in models_ if m.strip()))
+    timeout = body.get("timeout_seconds")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= 3600:
+            errors["timeout_seconds"] = "must be a whole number of seconds from 1 to 3600"
+        else:
+            raw["timeout_seconds"] = timeout
+    if not raw.get("base_url"):
+        raw.pop("base_url", None)
+    if not raw.get("allowed_models"):
+        raw.pop("allowed_models", None)
+    return {f.name: raw[f.name] for f in PROVIDER_FIELDS if f.name in raw}, errors
+
+
+def _provider_field(name: str) -> Any:
+    prefix = f"providers.{name}."
+    return lambda key: key[len(prefix):] if key.startswith(prefix) else key
+
+
+async def save_provider(gw: Gateway, name: str | None, body: dict) -> dict:
+    """Create (``name`` None: it comes in the body) or edit a provider; saved to config.yaml and
+    used by the next request. Requests in flight finish with the provider they started with."""
+    creating = name is None
+    if creating:
+        name = body.get("name")
+        if not isinstance(name, str) or not PROVIDER_NAME.fullmatch(name.strip()):
+            raise invalid({"name": "required: letters, digits, '.', '_' or '-' (at most 64)"})
+        name = name.strip()
+        if name in gw.config.providers:
+            raise invalid({"name": f"a provider named {name!r} already exists"})
+    elif name not in gw.config.providers:
+        raise AdminError(404, f"no provider named {name!r}")
+    elif "name" in body and body["name"] != name:
+        raise invalid({"name": "a provider cannot be renamed (clients refer to it by name)"})
+    raw, errors = _provider_raw({k: v for k, v in body.items() if k != "name"},
+                                None if creating else gw.config.data["providers"][name])
+    data = copy.deepcopy(gw.config.data)
+    data["providers"][name] = raw
+    await _save(gw, data, _provider_field(name), errors)
+    log.info("admin: %s provider %r", "added" if creating else "updated", name)
+    return provider_out(gw, name)
+
+
+async def delete_provider(gw: Gateway, name: str) -> dict:
+    """Remove a provider no client uses (a client's requests would fail without it)."""
+    if name not in gw.config.providers:
+        raise AdminError(404, f"no provider named {name!r}")
+    users = sorted(c["name"] for c in gw.keys.clients() if c["provider"] == name)
+    if users:
+        raise AdminError(409, f"provider {name!r} is used by {len(users)} client(s): {', '.join(users[:10])}."
+                              " Move them to another provider first.")
+    data = copy.deepcopy(gw.config.data)
+    del data["providers"][name]
+    await _save(gw, data)
+    log.info("admin: deleted provider %r", name)
+    return {"name": name, "deleted": True}
+
+
+async def test_provider(gw: Gateway, name: str, body: dict) -> dict:
+    """List the upstream's models with the saved provider, or with the form's unsaved values laid
+    over it (the stored key is used unless the form gives one). Answers the upstream's error as
+    ``ok: false`` rather than failing: the test itself worked."""
+    old = gw.config.data["providers"].get(name)
+    if old is None and not body:
+        raise AdminError(404, f"no provider named {name!r}")
+    raw, errors = _provider_raw({k: v for k, v in body.items() if k != "name"}, old)
+    providers, problems = config.check({**copy.deepcopy(gw.config.data), "providers": {name: raw}})
+    for key, message in problems.items():
+        errors.setdefault(_provider_field(name)(key), message)
+    if errors:
+        raise invalid(errors)
+    provider = providers[name]
+    provider = replace(provider, timeout_seconds=min(provider.timeout_seconds, PROVIDER_TEST_TIMEOUT))
+    started = time.monotonic()
+    try:
+        ids = await models.fetch(provider)
+    except GatewayError as exc:
+        return {"ok": False, "status": exc.status, "error": exc.message, "endpoint": provider.base_url,
+                "latency_ms": round((time.monotonic() - started) * 1000)}
+    return {"ok": True, "models": ids, "endpoint": provider.base_url,
+            "latency_ms": round((time.monotonic() - started) * 1000)}
+
+
+# -- settings
+
+
+def settings_out(gw: Gateway) -> dict:
+    """The editable settings (dotted names, as in config.yaml), their help, and server facts."""
+    helps = {s.name: s.help for s in SETTINGS}
+    db_path = gw.db.path
+    size = sum(p.stat().st_size for p in (db_path, db_path.with_name(db_path.name + "-wal")) if p.exists())
+    return {
+        "settings": {name: gw.config.get(name) for name in EDITABLE_SETTINGS},
+        "help": {name: helps[name] for name in EDITABLE_SETTINGS},
+        "server": {
+            "version": __version__,
+            "python": sys.version.split()[0],
+            "started_at": gw.started_at,
+            "uptime_seconds": round(time.time() - gw.started_at),
+            "config_path": str(gw.config.path),
+            "database_path": str(db_path),
+            "database_bytes": size,
+            "clients": len(gw.keys),
+            "providers": len(gw.config.providers),
+        },
+    }
+
+
+async def save_settings(gw: Gateway, body: dict) -> dict:
+    """Change client defaults, time zone and logging level; applied at once."""
+    errors = {name: "not an editable setting" for name in body.keys() - set(EDITABLE_SETTINGS)}
+    if errors:
+        raise invalid(errors)
+    data = copy.deepcopy(gw.config.data)
+    for name, value in body.items():
+        config._set(data, name, value)
+    await _save(gw, data)
+    log.info("admin: changed settings %s", ", ".join(sorted(body)))
+    return settings_out(gw)
+
+
+# -- usage
+
+
+def _day(args: dict[str, str], name: str, default: date, errors: dict[str, str]) -> date:
+    text = args.get(name) or ""
+    if not text:
+        return default
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        errors[name] = "expected a date as YYYY-MM-DD"
+        return default
+
+
+def _day_range(args: dict[str, str]) -> tuple[str, str]:
+    errors: dict[str, str] = {}
+    today = datetime.now(timezone.utc).date()
+    last = _day(args, "to", today, errors)
+    first = _day(args, "from", last - timedelta(days=6), errors)
+    if not errors and first > last:
+        errors["from"] = "must not be after 'to'"
+    if errors:
+        raise invalid(errors)
+    return first.isoformat(), last.isoformat()
+
+
+async def usage_report(gw: Gateway, args: dict[str, str]) -> dict:
+    """Daily usage between ``from`` and ``to`` (UTC days, default: the last 7): totals per day,
+    per client and per model."""
+    first, last = _day_range(args)
+    report = await gw.db.read(lambda conn: usage.daily_report(conn, first, last))
+    report.pop("rows")
+    return {"from": first, "to": last, **report}
+
+
+def _cell(value: Any) -> Any:
+    """Spreadsheets run a cell starting with = + - @ as a formula: neutralise names and models."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
+async def usage_csv(gw: Gateway, args: dict[str, str]) -> tuple[str, str]:
+    """The same range as CSV rows per (day, client, model); returns (file name, text)."""
+    first, last = _day_range(args)
+    report = await gw.db.read(lambda conn: usage.daily_report(conn, first, last))
+    out = io.StringIO()
+    columns = ("day", "client_id", "client_name", "model", "requests", "errors", "rejected", "input_tokens",
+               "output_tokens")
+    writer = csv.writer(out)
+    writer.writerow(columns)
+    for row in report["rows"]:
+        writer.writerow([_cell(row[c]) for c in columns])
+    return f"usage-{first}-{last}.csv", out.getvalue()
+
+
+def _status_range(text: str) -> tuple[int, int] | None:
+    text = text.strip().lower()
+    if text in ("error", "errors"):
+        return 400, 599
+    if re.fullmatch(r"[1-5]xx", text):
+        return int(text[0]) * 100, int(text[0]) * 100 + 99
+    if re.fullmatch(r"[1-5]\d\d", text):
+        return int(text), int(text)
+    return None
+
+
+async def request_log(gw: Gateway, args: dict[str, str]) -> dict:
+    """One page of the request log, newest first: filters ``client`` (id), ``model``, ``status``
+    (a code, ``4xx`` or ``error``), ``since``/``until`` (epoch seconds), ``before`` (the previous
+    page's ``next_before_id``) and ``limit`` (at most 500)."""
+    errors: dict[str, str] = {}
+    query: dict[str, Any] = {}
+    for name, target, kind in (("client", "client_id", int), ("before", "before_id", int),
+                               ("since", "since", float), ("until", "until", float)):
+        if args.get(name):
+            try:
+                query[target] = kind(args[name])
+            except ValueError:
+                errors[name] = "expected a number"
+    if args.get("model"):
+        query["model"] = args["model"]
+    if args.get("status"):
+        query["status"] = _status_range(args["status"])
+        if query["status"] is None:
+            errors["status"] = "expected a status code (429), a class (4xx) or 'error'"
+    limit = args.get("limit") or "100"
+    if not limit.isdigit() or not 1 <= int(limit) <= LOG_PAGE_MAX:
+        errors["limit"] = f"expected a whole number from 1 to {LOG_PAGE_MAX}"
+    if errors:
+        raise invalid(errors)
+    return await gw.db.read(lambda conn: usage.log_page(conn, limit=int(limit), **query))
+
+
+def scrub(text: str, cfg: config.Config) -> str:
+    """Remove every provider key from an admin response: keys are write-only, and an upstream's
+    error message might quote one back."""
+    for provider in cfg.providers.values():
+        if len(provider.api_key) >= 4:
+            text = text.replace(provider.api_key, "••••")
+    return text
