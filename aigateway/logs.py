@@ -5,38 +5,57 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import re
 from typing import Any
 
 from aigateway.config import Config
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-# Bearer tokens, our key prefixes, and key-like query/header values.
+# Bearer tokens, our key prefixes, key-like query/header values, passwords and session secrets,
+# and whole Cookie / Set-Cookie header values.
 _SECRET = re.compile(
-    r"(?i)(bearer\s+|x-api-key:\s*|x-goog-api-key:\s*|[?&]key=|api_key['\"]?\s*[:=]\s*['\"]?)[^\s'\"&,}]+"
+    r"(?i)(bearer\s+|x-api-key:\s*|x-goog-api-key:\s*|[?&]key=|"
+    r"(?:api_key|password|password_hash|session_secret)['\"]?\s*[:=]\s*['\"]?)[^\s'\"&,}]+"
     r"|\b(sk-ant-|sk-|gm_)[A-Za-z0-9_\-]{8,}"
+    r"|((?:set-)?cookie['\"]?\s*[:=]\s*['\"]?)[^\n'\"]+"
 )
 
 
 def redact(text: str) -> str:
-    """Mask anything that looks like a key or token."""
-    return _SECRET.sub(lambda m: (m.group(1) or m.group(2)) + "[redacted]", text)
+    """Mask anything that looks like a key, token, password or cookie."""
+    return _SECRET.sub(lambda m: (m.group(1) or m.group(2) or m.group(3)) + "[redacted]", text)
 
 
 class RedactingFilter(logging.Filter):
+    """Masks secrets in the message and in a logged exception's text (a traceback's last line
+    may quote a value)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         clean = redact(message)
         if clean != message:
             record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
         return True
+
+
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Log files (the current one and every rotation) are created 0600, whatever the umask."""
+
+    def _open(self):  # noqa: ANN202 -- logging's own signature
+        return open(self.baseFilename, self.mode, encoding=self.encoding, errors=self.errors,  # noqa: SIM115
+                    opener=lambda path, flags: os.open(path, flags, 0o600))
 
 
 def configure(config: Config) -> None:
     """Send aigateway's and Tornado's logs to ``logging.file`` (rotated at 10 MB, 5 kept) and stderr."""
     path = config.resolve("logging.file")
     path.parent.mkdir(parents=True, exist_ok=True)
-    file_handler = logging.handlers.RotatingFileHandler(path, maxBytes=10 * 1024 * 1024, backupCount=5)
+    file_handler = PrivateRotatingFileHandler(path, maxBytes=10 * 1024 * 1024, backupCount=5)
     console = logging.StreamHandler()
     root = logging.getLogger()
     for handler in list(root.handlers):

@@ -5,6 +5,7 @@ the answer back in the client's format, and account for it — whatever happens.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 from types import ModuleType
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from tornado.httputil import HTTPServerRequest
+from tornado.ioloop import IOLoop
 
 from aigateway.formats import FORMATS
 from aigateway.limits import Headroom, LimitExceeded, Reservation, duration, effective_limits
@@ -45,6 +47,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("aigateway.relay")
 ERROR_BODY_MAX = 64 * 1024
+# Tornado buffers writes to a client without limit. Past this many unsent bytes the relay stops
+# reading from the upstream until the client has caught up (backpressure); past the hard bound,
+# or when the client takes no byte for the provider's timeout, the stream is cut.
+CLIENT_BUFFER_MAX = 1024 * 1024
+CLIENT_BUFFER_HARD = 4 * CLIENT_BUFFER_MAX
+RESUME_POLL_SECONDS = 0.05
+# Client input the codecs did not anticipate (a list where a dict belongs...) is the client's error.
+_SHAPE_ERRORS = (TypeError, KeyError, ValueError, AttributeError, IndexError, RecursionError)
+# Model names reach upstream URLs (Gemini's /models/{model}:generateContent): no path or query tricks.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+\-]{0,255}", re.ASCII)
 _CONTENT = (TextDelta, ToolCallStart, ToolCallDelta, ReasoningDelta)
 
 
@@ -60,6 +72,10 @@ class Sink(Protocol):
     def finish(self) -> Any: ...
     def client_closed(self) -> bool: ...
     def write_gateway_error(self, err: GatewayError) -> None: ...
+    def pending_bytes(self) -> int: ...
+    def close_connection(self) -> None: ...
+    def send_promptly(self) -> None: ...
+    def watch_unread(self, timeout: float, on_stuck: Any = None) -> None: ...
 
 
 def client_key(request: HTTPServerRequest) -> str | None:
@@ -101,6 +117,8 @@ def resolve_model(requested: str | None, client: dict, provider: Provider) -> st
     model = requested or client["default_model"] or provider.default_model
     if not model:
         raise invalid("model: no model given and no default configured", "model")
+    if not isinstance(model, str) or not _MODEL_NAME.fullmatch(model) or ".." in model.split("/"):
+        raise invalid("model: not a valid model name (letters, digits and . _ : / @ + - only)", "model")
     if provider.allowed_models and model not in provider.allowed_models:
         raise GatewayError(404, ErrorKind.NOT_FOUND,
                            f"The model '{model}' is not available to this client. "
@@ -126,6 +144,30 @@ def parse_body(raw: bytes) -> dict:
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.")
     return body
+
+
+def decode_guarded(decode: Any, *args: Any) -> Any:
+    """Run a codec's request-side function on client input: a shape it did not anticipate is a
+    400 naming the problem, never a 500 (logged, so a codec gap is still visible)."""
+    try:
+        return decode(*args)
+    except GatewayError:
+        raise
+    except _SHAPE_ERRORS as exc:
+        log.warning("refused a request the codec could not read: %s: %s", type(exc).__name__, exc)
+        raise invalid(f"The request body has an unexpected shape ({type(exc).__name__}: "
+                      f"{str(exc)[:200]}).") from None
+
+
+def upstream_body(out: dict) -> bytes:
+    """The upstream request's JSON. orjson writes at most 254 levels of nesting (it reads 1024), so a
+    client body nested deeper than that parses but cannot be forwarded: the client's error."""
+    try:
+        return orjson.dumps(out)
+    except TypeError as exc:
+        if "ecursion" not in str(exc):
+            raise
+        raise invalid("The request body is nested too deeply to forward (at most 254 levels).") from None
 
 
 def _retry_after(call: Call) -> float | None:
@@ -157,24 +199,33 @@ class Exchange:
         self.input_estimate = 0
         self.reservation: Reservation | None = None
         self.encoder: Any = None  # the client's StreamEncoder, once streaming
+        self._holding = False  # the upstream is paused until the client drains what it was sent
 
     async def run(self, raw: bytes) -> None:
         self.gw.active.add(self)
+        self.gw.hub.request_started(self)
         try:
             await self._run(raw)
         except GatewayError as err:
             self._fail(err)
         except ClientGone:
-            self.record.status, self.record.error = 499, "client closed the connection"
+            if self.record.status == 200:  # not already "client too slow"
+                self.record.status, self.record.error = 499, "client closed the connection"
+        except Exception:  # a gateway bug: the client still gets a clean error, in-band if streaming
+            log.exception("request failed inside the gateway")
+            self._fail(GatewayError(500, ErrorKind.SERVER, "Internal error in the gateway."))
         finally:
+            self._holding = False
             self.gw.active.discard(self)
             self._account()
+            # Whatever is still unsent: a client that takes none of it for this long is dropped.
+            self.sink.watch_unread(self.call.provider.timeout_seconds if self.call else 60.0)
 
     async def _run(self, raw: bytes) -> None:
         client = authenticate(self.gw, self.sink.request)
         self.record.client_id, self.record.client_name = client["id"], client["name"]
         body = parse_body(raw)
-        req = self.fmt.decode_request(body, self.route)
+        req = decode_guarded(self.fmt.decode_request, body, self.route)
         self.record.stream = req.stream
         provider = provider_of(self.gw, client)
         self.record.provider = provider.name
@@ -182,15 +233,15 @@ class Exchange:
         policy = Policy(resolve_model(req.model, client, provider), client["system_prompt"] or None,
                         stream_usage=kind.stream_usage, max_tokens_field=kind.max_tokens_field)
         self.record.model = policy.model
-        self.input_estimate = estimate_input(req) + estimate_tokens(policy.system or "")
+        self.input_estimate = decode_guarded(estimate_input, req) + estimate_tokens(policy.system or "")
         policy.max_tokens = self._admit(client, req.params.max_tokens)
         upstream = FORMATS[kind.format]
         if upstream is self.fmt:
-            path, out = self.fmt.patch_request(body, policy, self.route)
+            path, out = decode_guarded(self.fmt.patch_request, body, policy, self.route)
         else:
             apply_policy(req, policy)
-            path, out = upstream.encode_request(req, policy)
-        self.call = Call(provider, client["base_url"] or provider.base_url, path, orjson.dumps(out),
+            path, out = decode_guarded(upstream.encode_request, req, policy)
+        self.call = Call(provider, client["base_url"] or provider.base_url, path, upstream_body(out),
                          stream=req.stream)
         if req.stream:
             await self._stream(req, upstream, policy)
@@ -255,7 +306,11 @@ class Exchange:
                 if len(error_body) < ERROR_BODY_MAX:
                     error_body.extend(chunk)
                 return
-            self._relay(decoder.frames(chunk) if same else decoder.feed(chunk), encoder, same, policy)
+            items = decoder.frames(chunk) if same else decoder.feed(chunk)
+            if call.cancelled:  # aborted: nothing more goes to the client, but what arrived is accounted
+                self._tap([ev for _, evs in items for ev in evs] if same else items, policy)
+                return
+            self._relay(items, encoder, same, policy)
 
         await call.run(on_chunk)
         if call.status >= 400 or call.status == 0:
@@ -277,8 +332,12 @@ class Exchange:
         out = []
         if same:
             for frame, events in items:
+                if self.failed is not None:  # the stream already ended with an error event
+                    break
                 self._tap(events, policy)
-                out.append(encoder.relay(frame, events))
+                # An error is re-encoded, not relayed: the frame may be the malformed data behind it.
+                out.append(encoder.relay(frame, events) if self.failed is None
+                           else encoder.encode(StreamError(self.failed)))
         else:
             for event in items:
                 self._tap((event,), policy)
@@ -304,7 +363,7 @@ class Exchange:
                 self._fill_ids(ev, policy)
                 self.start_usage = ev.usage
             elif isinstance(ev, StreamError):
-                self.failed = ev.error
+                self.failed = self._scrub(ev.error)
 
     def _emit(self, data: bytes, encoder: Any) -> None:
         if not data:
@@ -316,16 +375,60 @@ class Exchange:
             self.started = True
             self.sink.set_status(200)
             self.sink.set_header("Content-Type", encoder.content_type)
-            self.sink.set_header("Cache-Control", "no-cache")
+            self.sink.set_header("Cache-Control", "no-store")
             self.sink.set_header("X-Accel-Buffering", "no")
+            self.sink.send_promptly()
         self.sink.write(data)
         self.sink.flush()
+        if self.sink.pending_bytes() > CLIENT_BUFFER_MAX:
+            self._backpressure()
+
+    # -- slow clients
+    def _backpressure(self) -> None:
+        """The client reads slower than the upstream writes. Pause the upstream until the client
+        has taken most of what it was sent; a client that takes nothing for the provider's
+        timeout, or lets the hard bound fill, is cut off."""
+        pending = self.sink.pending_bytes()
+        if pending > CLIENT_BUFFER_HARD:
+            self._too_slow(pending)
+            self.sink.close_connection()
+            return
+        self.call.pause()
+        if not self._holding:
+            self._holding = True
+            log.debug("client %s reads slowly (%d bytes unsent): upstream paused", self.record.client_name, pending)
+            self.sink.watch_unread(self.call.provider.timeout_seconds, self._too_slow)
+            IOLoop.current().call_later(RESUME_POLL_SECONDS, self._maybe_resume)
+
+    def _maybe_resume(self) -> None:
+        # Polled while paused: Tornado's flush futures cannot say when a given write is out (a
+        # later write takes over the connection's future), its IOStream's byte count can.
+        if not self._holding:
+            return
+        if self.sink.pending_bytes() > CLIENT_BUFFER_MAX // 4:
+            IOLoop.current().call_later(RESUME_POLL_SECONDS, self._maybe_resume)
+            return
+        self._holding = False
+        self.call.resume()
+
+    def _too_slow(self, unsent: int) -> None:
+        """Record a client that stopped reading and abort the upstream (the caller drops the socket)."""
+        self.record.status = 499
+        self.record.error = f"client too slow: {unsent} bytes sent to it were still unread; stream cut"
+        self.call.cancel()
 
     # -- errors and accounting
     def _upstream_error(self, upstream: ModuleType, body: bytes) -> GatewayError:
-        err = upstream.decode_error(self.call.status or 502, body)
+        err = self._scrub(upstream.decode_error(self.call.status or 502, body))
         if err.retry_after is None:
             err.retry_after = _retry_after(self.call)
+        return err
+
+    def _scrub(self, err: GatewayError) -> GatewayError:
+        """An upstream's error message may quote the gateway's provider key back: never pass it on."""
+        key = self.call.provider.api_key if self.call is not None else ""
+        if len(key) >= 4 and key in err.message:
+            err.message = err.message.replace(key, "[redacted]")
         return err
 
     def abort(self) -> None:
@@ -357,8 +460,10 @@ class Exchange:
         if usage is not None:
             rec.input_tokens, rec.output_tokens, rec.cached_tokens = (
                 usage.input_tokens, usage.output_tokens, usage.cached_tokens)
-        elif self.out_chars or (self.call is not None and self.call.status == 200):
+        elif self.out_chars or self.finished:
             # No usage from the upstream (cut stream, or a server that reports none): estimate.
+            # An answer that never became one (an HTML page, malformed data, a failure before any
+            # content) costs nothing.
             start = self.start_usage
             rec.input_tokens = start.input_tokens if start and start.input_tokens else self.input_estimate
             rec.output_tokens = tokens_for_chars(self.out_chars)
@@ -369,6 +474,7 @@ class Exchange:
             log.info("request failed: client=%s provider=%s model=%s status=%s error=%s",
                      rec.client_name, rec.provider, rec.model, rec.status, rec.error)
         self.gw.record(rec)
+        self.gw.hub.request_finished(rec)
 
 
 _RATE_LIMITS = ("rpm", "rph", "rpd")
@@ -412,10 +518,10 @@ async def count_tokens(gw: Gateway, sink: Sink, fmt: ModuleType, route: Route, r
     client's system prompt included; free, so it is neither limited nor logged."""
     try:
         client = authenticate(gw, sink.request)
-        req = fmt.decode_count(parse_body(raw), route)
+        req = decode_guarded(fmt.decode_count, parse_body(raw), route)
         provider_of(gw, client)
         system = client["system_prompt"] or ""
-        tokens = estimate_input(req) + (estimate_tokens(system) if system else 0)
+        tokens = decode_guarded(estimate_input, req) + (estimate_tokens(system) if system else 0)
     except GatewayError as err:
         sink.write_gateway_error(err)
         return

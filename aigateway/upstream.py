@@ -3,6 +3,7 @@ keep-alive connection reuse is what makes a Python relay fast (stack-notes.md)."
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pycurl
@@ -20,6 +21,7 @@ CONNECT_TIMEOUT = 10.0
 _CURL_ERRORS = {
     6: (502, ErrorKind.UPSTREAM, "could not resolve the upstream host"),
     7: (502, ErrorKind.UPSTREAM, "could not connect to the upstream"),
+    18: (502, ErrorKind.UPSTREAM, "the upstream closed the connection before the response was complete"),
     28: (504, ErrorKind.TIMEOUT, "the upstream timed out"),
     35: (502, ErrorKind.UPSTREAM, "TLS handshake with the upstream failed"),
     52: (502, ErrorKind.UPSTREAM, "the upstream closed the connection without answering"),
@@ -43,47 +45,106 @@ class Call:
         self.body = body
         self.stream = stream
         self.status = 0
-        self.headers = HTTPHeaders()
+        self._header_lines: list[bytes] = []  # the final response's, raw: parsed only when asked for
         self.cancelled = False
         self.reason: GatewayError | None = None
-        self._sink: Callable[[bytes], None] | None = None
-        self._pending: list[bytes] | None = []  # chunks that overtook the header lines (None: headers seen)
+        self.paused = False
+        self._curl: pycurl.Curl | None = None  # the handle, while it runs this transfer
+        self._info: object = None  # Tornado's per-transfer dict on the handle: tells our transfer from a reuse
+        self._received = 0  # body bytes so far, and when that number last changed (stream idle timeout)
+        self._last = 0.0
 
     def cancel(self, reason: GatewayError | None = None) -> None:
-        """Abort the transfer (libcurl checks within ~50 ms). Without a reason the client left
+        """Abort the transfer (at libcurl's next progress check: at once while data flows, within a
+        second when the upstream is silent). Without a reason the client left
         (``run`` raises ClientGone); with one, ``run`` raises it so the client is told why."""
         self.cancelled = True
         self.reason = self.reason or reason
+        self.resume()  # a paused transfer must run again to reach the progress check that aborts it
 
-    def _on_header(self, line: str) -> None:
-        if line.startswith("HTTP/"):
-            self.headers = HTTPHeaders()
-            parts = line.split(" ", 2)
+    def pause(self) -> None:
+        """Stop reading from the upstream until ``resume`` (backpressure from a slow client): the
+        upstream's TCP window closes and it waits. Safe to repeat."""
+        if self._ours():
+            self.paused = True
+            # Tornado's streaming buffer pauses the same transfer when its own queue is full and
+            # resumes it once drained, which would undo this pause: our resume() covers both.
+            buffer = self._info.get("streaming_buffer") if isinstance(self._info, dict) else None
+            if buffer is not None:
+                buffer.paused = False
+            try:
+                self._curl.pause(pycurl.PAUSE_RECV)
+            except pycurl.error:  # the transfer already failed; run() reports it
+                pass
+
+    def resume(self) -> None:
+        """Read from the upstream again. Time spent paused is not upstream silence."""
+        if not self.paused:
+            return
+        self.paused = False
+        self._last = time.monotonic()
+        if self._ours():
+            try:
+                self._curl.pause(pycurl.PAUSE_CONT)
+            except pycurl.error:
+                pass
+
+    def _ours(self) -> bool:
+        # Tornado returns a finished handle to its pool and may start another transfer on it.
+        return self._curl is not None and getattr(self._curl, "info", None) is self._info
+
+    def _on_header(self, line: bytes) -> None:
+        # libcurl's HEADERFUNCTION, called synchronously as each line is read, so the status is
+        # known before the first body chunk is even queued. (Tornado's header_callback would cost
+        # one IOLoop callback per header line on every request, and parse them all.)
+        if line[:5] == b"HTTP/":  # a new response: a redirect's or 100 Continue's came before
+            parts = line.split(None, 2)  # b"HTTP/1.1 200 OK\r\n", b"HTTP/2 200\r\n"
             self.status = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
-        elif line.strip():
-            self.headers.parse_line(line.rstrip("\r\n"))
-        elif self.status >= 200:  # the blank line ending the final (not 100 Continue) header block
-            self._release()
-
-    def _on_chunk(self, chunk: bytes) -> None:
-        # Tornado queues header lines and body chunks on the IOLoop separately, and a response that
-        # arrives whole can deliver its body first: hold chunks until the status is known.
-        if self._pending is None:
-            self._sink(chunk)
+            self._header_lines = []
         else:
-            self._pending.append(chunk)
+            self._header_lines.append(line)
 
-    def _release(self) -> None:
-        pending, self._pending = self._pending, None
-        for chunk in pending or ():
-            self._sink(chunk)
+    @property
+    def headers(self) -> HTTPHeaders:
+        """The response headers (read on errors only, so parsed on demand)."""
+        headers = HTTPHeaders()
+        for line in self._header_lines:
+            text = line.decode("latin1").rstrip("\r\n")
+            if text:
+                headers.parse_line(text)
+        return headers
 
     def _prepare(self, curl: pycurl.Curl) -> None:
+        self._curl, self._info = curl, getattr(curl, "info", None)
+        self._last = time.monotonic()
+        curl.setopt(pycurl.HEADERFUNCTION, self._on_header)  # replaces Tornado's, see _on_header
         curl.setopt(pycurl.NOPROGRESS, 0)
-        curl.setopt(pycurl.XFERINFOFUNCTION, lambda *_: 1 if self.cancelled else 0)
-        if self.stream:  # a stream may last long; what must not last is silence
-            curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)
-            curl.setopt(pycurl.LOW_SPEED_TIME, max(1, int(self.provider.timeout_seconds)))
+        curl.setopt(pycurl.XFERINFOFUNCTION, self._progress if self.stream else self._plain_progress)
+        # With a low-speed limit set, libcurl re-checks the transfer every second even when no byte
+        # moves (its speed-check timer), so the function above runs during silence too: that is
+        # what makes a cancel or a stall take effect. The limit itself is only a far backstop.
+        curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)
+        curl.setopt(pycurl.LOW_SPEED_TIME, int(self.provider.timeout_seconds) + 60)
+
+    def _plain_progress(self, *_: int) -> int:
+        return 1 if self.cancelled else 0
+
+    def _progress(self, _dltotal: int, dlnow: int, *_: int) -> int:
+        """libcurl calls this at least once a second: abort when cancelled, or when a stream has
+        been silent for longer than ``timeout_seconds`` (a stream may last long; what must not
+        last is silence). libcurl's LOW_SPEED options average over a window, so they fire late."""
+        if self.cancelled:
+            return 1
+        now = time.monotonic()
+        if dlnow != self._received or self.paused:
+            self._received, self._last = dlnow, now
+        elif now - self._last > self.provider.timeout_seconds:
+            what = "stalled" if dlnow else "sent nothing"
+            self.reason = GatewayError(504, ErrorKind.TIMEOUT,
+                                       f"the upstream {what} for {self.provider.timeout_seconds:g}s "
+                                       f"({self.provider.name}: no data in the longest silence allowed)")
+            return 1
+        return 0
 
     async def run(self, on_chunk: Callable[[bytes], None] | None = None) -> bytes:
         """Send the request; chunks go to ``on_chunk`` when given, else the body is returned.
@@ -93,28 +154,30 @@ class Call:
             method="POST" if self.body is not None else "GET",
             headers=self.provider.headers(),
             body=self.body,
-            connect_timeout=CONNECT_TIMEOUT,
+            connect_timeout=min(CONNECT_TIMEOUT, self.provider.timeout_seconds),
             request_timeout=0 if self.stream else self.provider.timeout_seconds,
-            streaming_callback=self._on_chunk if on_chunk else None,
-            header_callback=self._on_header,
+            streaming_callback=on_chunk,
             prepare_curl_callback=self._prepare,
             user_agent=USER_AGENT,
             decompress_response=True,
         )
-        self._sink = on_chunk
         try:
             response = await AsyncHTTPClient().fetch(request, raise_error=False)
         except CurlError as exc:
+            if self.reason is not None:  # cancelled with a reason, or the stream went silent
+                raise self.reason from None
             if self.cancelled:
-                if self.reason is not None:
-                    raise self.reason from None
                 raise ClientGone() from None
             status, kind, message = _CURL_ERRORS.get(exc.errno, (502, ErrorKind.UPSTREAM, "upstream failure"))
-            if exc.errno == 28 and self.stream and self.status:
-                message = "the upstream stream stalled"
+            if exc.errno == 28 and exc.message.startswith("Connection timed out"):
+                # connect phase: TCP or TLS handshake (an https:// base_url on a plain-HTTP server ends here)
+                message = "could not connect to the upstream in time (TCP or TLS handshake)"
             raise GatewayError(status, kind, f"{message} ({self.provider.name}: {exc.message})") from None
+        finally:
+            # Tornado's info dict holds the request, whose prepare callback holds this Call: drop it,
+            # so the request is freed by reference counting rather than by the cyclic collector.
+            self._curl = self._info = None
         self.status = response.code
-        self._release()
         return response.body if on_chunk is None else b""
 
 

@@ -18,7 +18,11 @@ import httpx2 as httpx
 import pytest
 import yaml
 
-LISTEN_RE = re.compile(r"listening on (http://\S+)")
+LISTEN_RE = re.compile(r"listening on (https?://\S+)")
+# Lines for the end of the terminal report (CI shows it without -s): fault-run counts, the secret scan.
+SUMMARY: list[str] = []
+# Every gateway process started this session: its output is scanned for secrets at the end.
+GATEWAY_PROCS: list[Proc] = []
 
 
 @dataclass
@@ -76,7 +80,10 @@ def start_process(args: list[str], cwd: str | None = None, timeout: float = 20) 
     if not url:
         popen.kill()
         raise RuntimeError(f"{args[0]} did not start:\n{''.join(output)}")
-    return Proc(popen, url[0], output)
+    proc = Proc(popen, url[0], output)
+    if args[0] == "run":
+        GATEWAY_PROCS.append(proc)
+    return proc
 
 
 @pytest.fixture(scope="session")
@@ -207,3 +214,106 @@ def eventually(fn: Callable[[], Any], ok: Callable[[Any], bool], timeout: float 
         if ok(result) or time.monotonic() > deadline:
             return result
         time.sleep(0.05)
+
+
+# -- admin UI and API
+
+ADMIN_USER = "admin"
+ADMIN_PASSWORD = "correct horse battery"
+# bcrypt at the lowest cost, so logins in tests are fast; the server checks whatever cost the hash names.
+ADMIN_HASH = "$2b$04$x77p.NkSH6W/F/LCY/oR9OH0AKUPFFMnQG1eNHc7RnxBhpMbvdMFi"
+
+
+def admin_overrides() -> dict[str, Any]:
+    """Config overrides giving the admin a known password (tests log in with ADMIN_PASSWORD)."""
+    return {"admin.username": ADMIN_USER, "admin.password_hash": ADMIN_HASH,
+            "admin.session_secret": "test-session-secret-0123456789abcdef"}
+
+
+class AdminClient:
+    """A scripted admin (flaskr's AuthActions): fetches the login page for the ``_xsrf`` cookie,
+    logs in, and sends the token header on every call, as the UI's api.js does."""
+
+    def __init__(self, url: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=30)
+        self.http.get("/admin")
+
+    @property
+    def xsrf(self) -> str:
+        return self.http.cookies.get("_xsrf", "")
+
+    def login(self, username: str = ADMIN_USER, password: str = ADMIN_PASSWORD) -> httpx.Response:
+        return self.call("POST", "/admin/api/login", {"username": username, "password": password})
+
+    def call(self, method: str, path: str, body: Any = None, **kwargs: Any) -> httpx.Response:
+        headers = {"X-XSRFToken": self.xsrf, **kwargs.pop("headers", {})}
+        return self.http.request(method, path, json=body, headers=headers, **kwargs)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+# -- secrets: scanned for in every log file and gateway output of the session (see test_secrets.py)
+
+# A gateway key (prefix + 32 random bytes, URL-safe) or a Tornado-signed cookie value, unmasked.
+SECRET_SHAPES = re.compile(r"\b(?:sk-ant-|sk-|gm_)[A-Za-z0-9_\-]{40,}|\b2\|1:0\|10:\d{10}\|")
+
+
+def configured_secrets(root: Path) -> set[str]:
+    """Every provider key and session secret in any config.yaml under ``root``, plus the admin
+    password the admin tests log in with."""
+    found = {ADMIN_PASSWORD}
+    for path in root.rglob("config.yaml"):
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        providers = data.get("providers") if isinstance(data, dict) else None
+        for provider in (providers or {}).values():
+            if isinstance(provider, dict) and len(str(provider.get("api_key") or "")) >= 8:
+                found.add(str(provider["api_key"]))
+        admin = data.get("admin") if isinstance(data, dict) else None
+        if isinstance(admin, dict) and len(str(admin.get("session_secret") or "")) >= 8:
+            found.add(str(admin["session_secret"]))
+    return found
+
+
+def secret_leaks(texts: dict[str, str], secrets: set[str]) -> list[str]:
+    """``where: what`` for each known secret or secret-shaped value found in ``texts``. The one
+    line a gateway prints on purpose, the first-run admin password, is not a leak."""
+    leaks = []
+    for where, text in texts.items():
+        text = "\n".join(line for line in text.splitlines() if not line.startswith("Admin password:"))
+        leaks += [f"{where}: {s[:6]}…" for s in secrets if s in text]
+        leaks += [f"{where}: {m.group(0)[:10]}…" for m in SECRET_SHAPES.finditer(text)]
+    return leaks
+
+
+def session_texts(root: Path) -> dict[str, str]:
+    """Every log file under ``root`` (rotations included) and every gateway process's output."""
+    texts = {str(p): p.read_text(errors="replace") for p in root.rglob("*.log*") if p.is_file()}
+    for i, proc in enumerate(GATEWAY_PROCS):
+        texts[f"gateway process #{i} output"] = proc.text
+    return texts
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the whole run: no key, password, session secret or cookie in any log line or gateway
+    output. Set up first, so it is torn down last, once every gateway has stopped."""
+    yield
+    root = tmp_path_factory.getbasetemp()
+    texts = session_texts(root)
+    secrets = configured_secrets(root)
+    leaks = secret_leaks(texts, secrets)
+    SUMMARY.append(f"secret scan: {len(texts)} logs and gateway outputs, {len(secrets)} configured secrets "
+                   f"and every key shape checked: {len(leaks)} leaks")
+    assert not leaks, "secrets in logs:\n" + "\n".join(leaks[:20])
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the fault-run counts and the secret scan at the end of the run, -s or not."""
+    if SUMMARY:
+        terminalreporter.section("hardening")
+        for line in SUMMARY:
+            terminalreporter.write_line(line)

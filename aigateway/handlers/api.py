@@ -15,6 +15,7 @@ class ApiHandler(BaseHandler):
     exchange: relay.Exchange | None = None
 
     def prepare(self) -> None:
+        super().prepare()
         limit = int(self.gateway.config.get("server.max_body_mb")) * 1024 * 1024
         length = self.request.headers.get("Content-Length")
         if (length and length.isdigit() and int(length) > limit) or len(self.request.body) > limit:
@@ -27,11 +28,21 @@ class ApiHandler(BaseHandler):
             self.exchange.call.cancel()
 
 
+    async def run_exchange(self, route: Route) -> None:
+        """Run one chat request through the relay. Handler and exchange point at each other while it
+        runs; dropping the handler's side at the end lets reference counting free the whole request
+        at once rather than leave ~60 objects a request to the cyclic garbage collector."""
+        self.exchange = relay.Exchange(self.gateway, self, self.fmt, route)
+        try:
+            await self.exchange.run(self.request.body)
+        finally:
+            self.exchange = None
+
+
 class ChatHandler(ApiHandler):
     async def post(self) -> None:
         """OpenAI chat completions or Anthropic messages, streamed or not."""
-        self.exchange = relay.Exchange(self.gateway, self, self.fmt, Route())
-        await self.exchange.run(self.request.body)
+        await self.run_exchange(Route())
 
 
 class GeminiHandler(ApiHandler):
@@ -42,8 +53,7 @@ class GeminiHandler(ApiHandler):
         if method == "countTokens":
             await relay.count_tokens(self.gateway, self, self.fmt, route, self.request.body)
             return
-        self.exchange = relay.Exchange(self.gateway, self, self.fmt, route)
-        await self.exchange.run(self.request.body)
+        await self.run_exchange(route)
 
 
 class CountTokensHandler(ApiHandler):
