@@ -10,15 +10,26 @@ import tornado.web
 from tornado.ioloop import PeriodicCallback
 
 from aigateway import clients, upstream, usage
+from aigateway.admin import LoginThrottle
 from aigateway.config import Config
 from aigateway.db import Database
+from aigateway.hub import Hub
 from aigateway.keys import KeyIndex
 from aigateway.limits import Limiter, configured_defaults
 from aigateway.logs import log_request
 from aigateway.usage import UsageRecord
 
 log = logging.getLogger("aigateway")
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+
+def _static_dir() -> Path:
+    """The admin UI's files: the copy a ``pip install .`` puts inside the package (setup.cfg maps
+    top-level static/ to aigateway/static), else the source checkout's top-level static/."""
+    here = Path(__file__).resolve().parent
+    return here / "static" if (here / "static").is_dir() else here.parent / "static"
+
+
+STATIC_DIR = _static_dir()
 RELOAD_SECONDS = 1.0
 
 
@@ -36,6 +47,9 @@ class Gateway:
         self._data_version: int | None = None
         self._watcher: PeriodicCallback | None = None
         self.active: set = set()  # relay.Exchange objects in flight
+        self.stopping = False  # shutdown begun: new requests get 503 (server.py)
+        self.login_throttle = LoginThrottle()  # failed admin logins per IP and user
+        self.hub = Hub(self)  # live dashboards
         self.model_lists: dict[tuple[str, str, str], tuple[float, list[str]]] = {}  # models.py's cache
         upstream.configure(int(config.get("server.max_upstream_connections")))
 
@@ -54,14 +68,30 @@ class Gateway:
         before = {c["id"]: c["usage_reset_at"] for c in self.keys.clients()}
         changed = {c["id"] for c in rows if before.get(c["id"]) != c["usage_reset_at"]}
         if changed:
-            now = time.time()
-            starts = self.limiter.window_starts(now)
-            counts = await self.db.read(lambda conn: usage.window_counts(conn, *starts))
-            for client_id in changed:
-                self.limiter.restore(client_id, now, *counts.get(client_id, (0, 0, 0, 0, 0)))
+            await self._restore_counters(changed)
         for client_id in before.keys() - {c["id"] for c in rows}:
             self.limiter.forget(client_id)
         self.keys = KeyIndex(rows)
+
+    async def _restore_counters(self, client_ids: set[int]) -> None:
+        now = time.time()
+        starts = self.limiter.window_starts(now)
+        counts = await self.db.read(lambda conn: usage.window_counts(conn, *starts))
+        for client_id in client_ids:
+            self.limiter.restore(client_id, now, *counts.get(client_id, (0, 0, 0, 0, 0)))
+
+    async def apply_config(self, config: Config) -> None:
+        """Swap in a new, validated Config (the admin UI saved config.yaml): the next request sees
+        the new providers, limit defaults and logging level; a request in flight keeps the provider
+        object it started with. A new time zone moves the day boundary, so today's counters are
+        rebuilt from the request log rather than started afresh."""
+        old, self.config = self.config, config
+        self.limit_defaults = configured_defaults(config.get)
+        self.model_lists.clear()
+        logging.getLogger().setLevel(str(config.get("logging.level")).upper())
+        if config.get("defaults.timezone") != old.get("defaults.timezone"):
+            self.limiter.tz = config.timezone
+            await self._restore_counters({c["id"] for c in self.keys.clients()})
 
     async def _check_changes(self) -> None:
         """Another connection (the CLI) committed: rebuild the key index. One cheap PRAGMA a second."""
@@ -79,18 +109,23 @@ class Gateway:
         """Stop watching and flush every queued write. Idempotent."""
         if self._watcher is not None:
             self._watcher.stop()
+        self.hub.close()
         self.db.close()
 
 
 def make_app(gateway: Gateway) -> tornado.web.Application:
-    from aigateway.handlers import api
+    from aigateway.handlers import admin, api, ws
     from aigateway.handlers.base import NotFoundHandler
 
     return tornado.web.Application(
-        api.routes,
+        api.routes + admin.routes + ws.routes,
         gateway=gateway,
         log_function=log_request,
         default_handler_class=NotFoundHandler,
         static_path=str(STATIC_DIR),
+        static_handler_class=admin.StaticHandler,
+        # The admin UI's XSRF cookie (checked by AdminHandler.prepare only: the client API is cookie-free).
+        xsrf_cookie_kwargs={"path": "/admin", "samesite": "Strict",
+                            "secure": bool(gateway.config.get("server.https.enabled"))},
         compress_response=False,
     )

@@ -20,6 +20,11 @@ log = logging.getLogger("aigateway.db")
 T = TypeVar("T")
 _STOP = object()
 BATCH_MAX = 2000
+# Under load (records already queued behind the one that woke the writer), a batch waits this long
+# for company, so a busy gateway commits hundreds of records per transaction and the writer thread
+# wakes a few times a second, not once per request (each wake takes the GIL from the event loop).
+# A lone record is written at once; an awaited write() cuts the wait short.
+LINGER_SECONDS = 0.2
 
 
 def connect(path: str | os.PathLike) -> sqlite3.Connection:
@@ -50,6 +55,7 @@ class Database:
         self.path = Path(path)
         self._writer_conn = connect(self.path)
         self._queue: queue.Queue = queue.Queue()
+        self._urgent = threading.Event()  # set by write() and close(): someone awaits the writer
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="db-read")
         self._local = threading.local()
         self._thread = threading.Thread(target=self._run, name="db-writer", daemon=True)
@@ -65,12 +71,16 @@ class Database:
         """Run ``fn(conn)`` on the writer thread (in its own transaction) and await its result."""
         fut: Future = Future()
         self._queue.put_nowait((fn, fut, transaction))
+        self._urgent.set()
         return await asyncio.wrap_future(fut)
 
     def _run(self) -> None:
         conn = self._writer_conn
         while True:
             item = self._queue.get()
+            if not isinstance(item, tuple) and item is not _STOP and not self._queue.empty():
+                self._urgent.wait(LINGER_SECONDS)  # busy: let a batch gather
+            self._urgent.clear()
             batch = [item]
             while len(batch) < BATCH_MAX:
                 try:
@@ -135,5 +145,6 @@ class Database:
             return
         self._closed = True
         self._queue.put(_STOP)
+        self._urgent.set()
         self._thread.join()
         self._readers.shutdown(wait=True)

@@ -30,7 +30,9 @@ shape), ``retry_after=S`` (``retry-after`` header, Gemini RetryInfo), ``fail_aft
 error before content chunk N+1; non-streaming: a 500, 529 for Anthropic), ``drop_after=N`` (close the TCP
 connection before content chunk N+1; non-streaming: after half the body), ``tool=NAME`` (force a call),
 ``utf8split=1`` (split a multi-byte character across two writes), ``html=1`` (200 text/html page),
-``malformed=1`` (invalid JSON body, or one invalid SSE data line and then the end).
+``malformed=1`` (invalid JSON body, or one invalid SSE data line and then the end), ``stamp=1`` (SSE
+streams: each event is preceded by the comment ``: t=<seconds>``, the system-wide monotonic clock
+as the event is written, so a client on the same machine can measure each event's latency).
 ``fail_after``/``drop_after`` with N at or above the number of content chunks have no effect. Knobs
 apply to chat requests only, not to count-tokens or model listing.
 
@@ -561,14 +563,18 @@ def gemini_frames(ask: Ask, r: Reply, rid: str) -> list[Frame]:
     items = list(gemini_parts(r)) or [({"text": ""}, 0)]
     frames, output, thoughts = [], 0, 0
     for i, (part, cost) in enumerate(items):
+        before = output
         output = min(output + cost, r.output_tokens)
         thoughts += cost if part.get("thought") else 0
+        # Usage is cumulative on the wire: a frame delivers what it adds (input once, with the first).
+        delivered = (r.input_tokens if i == 0 else 0, output - before)
         if i < len(items) - 1:
-            frames.append(Frame(dumps(gemini_chunk(ask, rid, [part], gemini_usage(r, output, thoughts)))))
+            frames.append(Frame(dumps(gemini_chunk(ask, rid, [part], gemini_usage(r, output, thoughts))),
+                                usage=delivered))
         else:  # the last chunk carries the finish reason and the exact totals
             usage = gemini_usage(r, r.output_tokens, r.thinking_tokens)
             body = gemini_chunk(ask, rid, [part], usage, GEMINI_FINISH[r.finish])
-            frames.append(Frame(dumps(body), usage=(r.input_tokens, r.output_tokens)))
+            frames.append(Frame(dumps(body), usage=(r.input_tokens if i == 0 else 0, r.output_tokens - before)))
     return frames
 
 
@@ -698,8 +704,11 @@ class FakeHandler(tornado.web.RequestHandler):
         """Parse, plan and send a chat reply, honouring the knobs."""
         try:
             ask = parse()
+            plan(ask)
         except FakeError as exc:
             return self.send_error_body(exc.status, exc.message)
+        except (TypeError, KeyError, AttributeError, ValueError, IndexError):  # a shape the real API rejects too
+            return self.send_error_body(400, "Invalid request: a field has the wrong type or shape.")
         knobs = ask.knobs
         if "status" in knobs:
             status = int(knobs["status"])
@@ -712,7 +721,9 @@ class FakeHandler(tornado.web.RequestHandler):
         reply, rid = plan(ask), self.fmt.id_prefix + uuid.uuid4().hex[:24]
         if ask.stream:
             return await self.send_stream(ask, reply, rid)
-        await asyncio.sleep(float(knobs.get("stall", 0)) + float(knobs.get("delay", 0)))
+        wait = float(knobs.get("stall", 0)) + float(knobs.get("delay", 0))
+        if wait:
+            await asyncio.sleep(wait)
         if "fail_after" in knobs:
             return self.send_error_body(self.fmt.failed_status, "Internal server error")
         data = b'{"id": "' + rid.encode() + b'", "choices": [' if "malformed" in knobs \
@@ -722,9 +733,13 @@ class FakeHandler(tornado.web.RequestHandler):
             self.set_header("Content-Length", str(len(data)))
             self.write(data[: len(data) // 2])
             return await self.drop()
-        await self.write_bytes(data, "utf8split" in knobs)
-        self.finish()
-        self.state.add_usage((reply.input_tokens, reply.output_tokens))
+        if "utf8split" in knobs:
+            await self.write_bytes(data, True)
+            self.finish()
+        else:  # one write with a Content-Length: the cheapest answer (the benchmark measures through it)
+            self.finish(data)
+        if "malformed" not in knobs:  # a broken body delivers no usage
+            self.state.add_usage((reply.input_tokens, reply.output_tokens))
 
     def framing(self, frame: Frame, first: bool) -> bytes:
         """SSE framing: an ``event:`` line when the format names events (Anthropic), then ``data:``."""
@@ -737,8 +752,11 @@ class FakeHandler(tornado.web.RequestHandler):
     async def send_stream(self, ask: Ask, reply: Reply, rid: str) -> None:
         """Write the frames one by one with delay/stall/fail_after/drop_after/utf8split/malformed."""
         knobs, count = ask.knobs, 0
+        stamp = "stamp" in knobs and self.stream_content_type.startswith("text/event-stream")
         self.set_header("Content-Type", self.stream_content_type)
         self.set_header("Cache-Control", "no-cache")
+        # Each event leaves at once, as from a real API (Tornado keeps Nagle on until finish()).
+        self.request.connection.stream.set_nodelay(True)  # type: ignore[union-attr]
         for i, frame in enumerate(self.fmt.frames(ask, reply, rid)):
             if frame.content:
                 if str(count) == knobs.get("fail_after"):
@@ -754,7 +772,10 @@ class FakeHandler(tornado.web.RequestHandler):
                 if count and "delay" in knobs:
                     await asyncio.sleep(float(knobs["delay"]))
                 count += 1
-            await self.write_bytes(self.framing(frame, i == 0), "utf8split" in knobs)
+            data = self.framing(frame, i == 0)
+            if stamp:  # an SSE comment clients ignore: when this event left, on the shared monotonic clock
+                data = b": t=%.6f\n" % time.monotonic() + data
+            await self.write_bytes(data, "utf8split" in knobs)
             self.state.add_usage(frame.usage)
             if count == 1 and frame.content and "stall" in knobs:
                 await asyncio.sleep(float(knobs["stall"]))
@@ -771,7 +792,12 @@ class FakeHandler(tornado.web.RequestHandler):
             await asyncio.sleep(0.05)
             data = data[lead + 1:]
         self.write(data)
-        await self.flush()
+        # Sent at once (one chunk, one TCP segment), not awaited: waiting for each event to drain
+        # costs a loop turn per event and makes the fake, not the gateway, a benchmark's bottleneck.
+        # A client that has gone still ends the handler here (its usage is not counted as delivered).
+        sent = self.flush()
+        if sent.done():
+            sent.result()  # StreamClosedError once the connection is gone
 
     async def drop(self) -> None:
         """Flush what was written, then close the TCP connection without finishing the response."""

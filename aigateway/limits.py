@@ -116,16 +116,37 @@ class Limiter:
     """All clients' counters. ``tz`` sets where days begin (UTC unless the config names a zone)."""
 
     def __init__(self, tz: tzinfo = timezone.utc) -> None:
-        self.tz = tz
+        self._tz = tz
+        self._day = (0.0, 0.0)  # start and end of the day last computed: its datetime work happens once a day
         self.counters: dict[int, Counters] = {}
+
+    @property
+    def tz(self) -> tzinfo:
+        return self._tz
+
+    @tz.setter
+    def tz(self, tz: tzinfo) -> None:
+        self._tz = tz
+        self._day = (0.0, 0.0)
 
     # -- windows
     def _day_start(self, now: float) -> float:
-        local = datetime.fromtimestamp(now, self.tz)
-        return local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+        start, end = self._day
+        if start <= now < end:
+            return start
+        local = datetime.fromtimestamp(now, self._tz)
+        start = local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+        self._day = (start, self._compute_day_end(start))
+        return start
 
     def _day_end(self, day_start: float) -> float:
-        start = datetime.fromtimestamp(day_start, self.tz)
+        start, end = self._day
+        if day_start == start:
+            return end
+        return self._compute_day_end(day_start)
+
+    def _compute_day_end(self, day_start: float) -> float:
+        start = datetime.fromtimestamp(day_start, self._tz)
         return (start + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
 
     def window_starts(self, now: float) -> tuple[float, float, float]:
