@@ -93,6 +93,7 @@ class Counters:
 @dataclass(slots=True)
 class Reservation:
     client_id: int
+    at: float  # when it was admitted
     day_start: float
     input_tokens: int
     output_tokens: int
@@ -216,7 +217,7 @@ class Limiter:
         reserve_out = max_output or 0
         c.reserved_input += input_estimate
         c.reserved_output += reserve_out
-        return Reservation(client_id, c.day.start, input_estimate, reserve_out, max_output)
+        return Reservation(client_id, now, c.day.start, input_estimate, reserve_out, max_output)
 
     def settle(self, res: Reservation, input_tokens: int, output_tokens: int, now: float) -> None:
         """Replace the reservation with what was really used. Idempotent."""
@@ -229,6 +230,20 @@ class Limiter:
             c.reserved_output -= res.output_tokens
         c.day_input += input_tokens
         c.day_output += output_tokens
+
+    def release(self, res: Reservation, now: float) -> None:
+        """Undo an admission the gateway refused after all (the request was never sent upstream)."""
+        if res.settled:
+            return
+        res.settled = True
+        c = self._counters(res.client_id, now)
+        at = res.at
+        for window, start in ((c.minute, at - at % 60), (c.hour, at - at % 3600), (c.day, res.day_start)):
+            if window.start == start:
+                window.count -= 1
+        if c.day.start == res.day_start:
+            c.reserved_input -= res.input_tokens
+            c.reserved_output -= res.output_tokens
 
     def headroom(self, client_id: int, limits: Mapping[str, int], now: float) -> Headroom:
         """The tightest request window and token quota, as OpenAI's x-ratelimit-* headers report."""

@@ -234,31 +234,36 @@ class Exchange:
                         stream_usage=kind.stream_usage, max_tokens_field=kind.max_tokens_field)
         self.record.model = policy.model
         self.input_estimate = decode_guarded(estimate_input, req) + estimate_tokens(policy.system or "")
-        policy.max_tokens = self._admit(client, req.params.max_tokens)
+        limits = effective_limits(client, self.gw.limit_defaults)
+        policy.max_tokens = self._admit(client["id"], limits, req.params.max_tokens)
         upstream = FORMATS[kind.format]
-        if upstream is self.fmt:
-            path, out = decode_guarded(self.fmt.patch_request, body, policy, self.route)
-        else:
-            apply_policy(req, policy)
-            path, out = decode_guarded(upstream.encode_request, req, policy)
-        self.call = Call(provider, client["base_url"] or provider.base_url, path, upstream_body(out),
-                         stream=req.stream)
+        try:
+            if upstream is self.fmt:
+                path, out = decode_guarded(self.fmt.patch_request, body, policy, self.route)
+            else:
+                apply_policy(req, policy)
+                path, out = decode_guarded(upstream.encode_request, req, policy)
+            payload = upstream_body(out)
+        except GatewayError:  # refused after all: the request never counted
+            self.gw.limiter.release(self.reservation, time.time())
+            self.record.admitted = False
+            raise
+        for name, value in ratelimit_headers(self.gw.limiter.headroom(client["id"], limits, time.time())).items():
+            self.sink.set_header(name, value)
+        self.call = Call(provider, client["base_url"] or provider.base_url, path, payload, stream=req.stream)
         if req.stream:
             await self._stream(req, upstream, policy)
         else:
             await self._plain(req, upstream, policy)
 
-    def _admit(self, client: dict, asked_output: int | None) -> int | None:
+    def _admit(self, client_id: int, limits: dict[str, int], asked_output: int | None) -> int | None:
         """Check and count the client's limits; returns the output cap to send upstream."""
         gw, now = self.gw, time.time()
-        limits = effective_limits(client, gw.limit_defaults)
         try:
-            self.reservation = gw.limiter.admit(client["id"], limits, self.input_estimate, asked_output, now)
+            self.reservation = gw.limiter.admit(client_id, limits, self.input_estimate, asked_output, now)
         except LimitExceeded as exc:
-            raise limit_error(exc, gw.limiter.headroom(client["id"], limits, now)) from None
+            raise limit_error(exc, gw.limiter.headroom(client_id, limits, now)) from None
         self.record.admitted = True
-        for name, value in ratelimit_headers(gw.limiter.headroom(client["id"], limits, now)).items():
-            self.sink.set_header(name, value)
         return self.reservation.max_output
 
     # -- plain responses

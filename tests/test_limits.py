@@ -91,6 +91,17 @@ def test_rejection_costs_nothing():
     assert (lim.counters[1].minute.count, lim.counters[1].reserved_output) == before
 
 
+def test_release_gives_an_admission_back():
+    lim = Limiter()
+    res = lim.admit(1, limits(rpm=1, rpd=1, daily_input_tokens=100, daily_output_tokens=10), 40, 5, NOW)
+    lim.release(res, NOW + 1)
+    c = lim.counters[1]
+    assert (c.minute.count, c.hour.count, c.day.count, c.reserved_input, c.reserved_output) == (0, 0, 0, 0, 0)
+    lim.settle(res, 40, 5, NOW + 1)  # released: settling afterwards changes nothing
+    assert (c.day_input, c.day_output) == (0, 0)
+    lim.admit(1, limits(rpm=1, rpd=1), 0, None, NOW + 2)
+
+
 def test_headroom_reports_the_tightest_windows():
     lim = Limiter()
     lims = limits(rpm=10, rph=12, rpd=100, daily_input_tokens=1000, daily_output_tokens=50)

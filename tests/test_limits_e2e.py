@@ -84,6 +84,21 @@ def test_stream_cut_by_the_client_is_still_charged(gateway):
     assert 0 < row["output_tokens"] < 18 and row["estimated"] == 1
 
 
+def test_a_request_refused_after_admission_does_not_count(gateway):
+    """Nested deeper than the upstream body can be written: refused after the limits counted it,
+    so the count is given back and the client's next requests still fit."""
+    key = gateway.add_client("given-back", rpm=2)
+    deep = b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"metadata":' + b"[" * 300 + b"]" * 300 + b"}"
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    for _ in range(3):
+        resp = httpx.post(gateway.url + CHAT, content=deep, headers=headers)
+        assert resp.status_code == 400 and "nested too deeply" in resp.json()["error"]["message"]
+        assert "x-ratelimit-remaining-requests" not in resp.headers
+    assert [chat_status(gateway.url, key) for _ in range(3)] == [200, 200, 429]
+    rows = gateway.wait_log_rows("given-back", 6)
+    assert sum(r["admitted"] for r in rows) == 2
+
+
 def chat_status(url: str, key: str) -> int:
     return httpx.post(url + CHAT, json=body(), headers={"Authorization": f"Bearer {key}"}).status_code
 
