@@ -110,6 +110,19 @@ def _password_ok(cfg: config.Config, username: str, password: str) -> bool:
     return hmac.compare_digest(username.encode(), str(cfg.get("admin.username")).encode()) and good
 
 
+async def _throttled_check(gw: Gateway, username: str, password: str, ip: str, refusal: str) -> bool:
+    """Check a password (bcrypt, off the event loop) unless this IP or user name failed too often
+    lately (429, the password unchecked); a wrong one counts against both."""
+    keys = (f"ip:{ip}", f"user:{username.lower()}")
+    wait = gw.login_throttle.retry_after(keys, time.time())
+    if wait is not None:
+        raise AdminError(429, f"{refusal} Try again in {int(wait) + 1} seconds.", retry_after=int(wait) + 1)
+    if await asyncio.to_thread(_password_ok, gw.config, username, password):
+        return True
+    gw.login_throttle.failed(keys, time.time())
+    return False
+
+
 async def login(gw: Gateway, body: dict, ip: str) -> str:
     """Check a login; returns the admin's name. Five failures a minute per IP or per user name
     make further attempts 429 (without checking the password) until the minute has passed."""
@@ -117,13 +130,7 @@ async def login(gw: Gateway, body: dict, ip: str) -> str:
     if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
         raise invalid({k: "required" for k in ("username", "password")
                        if not isinstance(body.get(k), str) or not body.get(k)})
-    keys = (f"ip:{ip}", f"user:{username.lower()}")
-    wait = gw.login_throttle.retry_after(keys, time.time())
-    if wait is not None:
-        raise AdminError(429, f"Too many failed logins. Try again in {int(wait) + 1} seconds.",
-                         retry_after=int(wait) + 1)
-    if not await asyncio.to_thread(_password_ok, gw.config, username, password):
-        gw.login_throttle.failed(keys, time.time())
+    if not await _throttled_check(gw, username, password, ip, "Too many failed logins."):
         log.warning("admin login failed for user %r from %s", username[:64], ip)
         raise AdminError(401, "Wrong user name or password.")
     log.info("admin %r logged in from %s", username, ip)
@@ -144,13 +151,7 @@ async def change_password(gw: Gateway, body: dict, ip: str) -> None:
     if errors:
         raise invalid(errors)
     username = str(gw.config.get("admin.username"))
-    keys = (f"ip:{ip}", f"user:{username.lower()}")
-    wait = gw.login_throttle.retry_after(keys, time.time())
-    if wait is not None:
-        raise AdminError(429, f"Too many wrong passwords. Try again in {int(wait) + 1} seconds.",
-                         retry_after=int(wait) + 1)
-    if not await asyncio.to_thread(_password_ok, gw.config, username, current):
-        gw.login_throttle.failed(keys, time.time())
+    if not await _throttled_check(gw, username, current, ip, "Too many wrong passwords."):
         raise invalid({"current_password": "this is not the current password"})
     hashed = await asyncio.to_thread(lambda: bcrypt.hashpw(new.encode(), bcrypt.gensalt()).decode())
     data = copy.deepcopy(gw.config.data)  # read after the awaits: the latest config

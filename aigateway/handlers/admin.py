@@ -4,11 +4,12 @@ below parse, call one function of aigateway/admin.py and write."""
 
 from __future__ import annotations
 
+import functools
 import math
-from pathlib import Path
 from typing import Any
 
 import orjson
+import tornado.template
 import tornado.web
 from tornado.escape import url_escape
 
@@ -40,6 +41,12 @@ def security_headers(handler: tornado.web.RequestHandler) -> None:
     handler.set_header("Content-Security-Policy", CSP)
     handler.set_header("Cross-Origin-Opener-Policy", "same-origin")
     handler.set_header("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+
+
+@functools.cache
+def _pages(static_path: str) -> tornado.template.Loader:
+    """The page templates, compiled once per process."""
+    return tornado.template.Loader(static_path)
 
 
 class AdminHandler(BaseHandler):
@@ -97,10 +104,11 @@ class AdminHandler(BaseHandler):
                         samesite="Strict", secure=self.request.protocol == "https", expires_days=MAX_AGE_DAYS)
 
     def send_page(self, name: str) -> None:
-        """An admin page: static HTML whose script fetches the data. Also sets the ``_xsrf`` cookie."""
+        """An admin page: static/{name}.html inside static/_page.html (head, header, navigation);
+        its script fetches the data. Also sets the ``_xsrf`` cookie."""
         self.xsrf_token  # noqa: B018 -- reading it sets the cookie the page's api.js sends back
         self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish((Path(self.settings["static_path"]) / f"{name}.html").read_bytes())
+        self.finish(_pages(self.settings["static_path"]).load(f"{name}.html").generate(page=name))
 
     # -- errors
     def write_error(self, status_code: int, **kwargs: Any) -> None:
