@@ -312,8 +312,9 @@ def no_secret_in_any_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Print the fault-run counts and the secret scan at the end of the run, -s or not."""
+    """Print the fault-run counts, the secret scan and where the screenshots went at the end of the
+    run, -s or not."""
     if SUMMARY:
-        terminalreporter.section("hardening")
+        terminalreporter.section("summary")
         for line in SUMMARY:
             terminalreporter.write_line(line)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import openai
 import pytest
-from conftest import ADMIN_PASSWORD, ADMIN_USER, GatewayServer, admin_overrides
+from conftest import ADMIN_PASSWORD, ADMIN_USER, SUMMARY, GatewayServer, admin_overrides
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
@@ -53,15 +53,12 @@ def browser() -> Iterator:
 
 
 @pytest.fixture(scope="module")
-def screenshots(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Where the screenshots go: $SCREENSHOT_DIR, else a temp folder; printed at the end."""
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where the screenshots go: $SCREENSHOT_DIR, else a temp folder; named in the run's summary."""
     folder = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path_factory.mktemp("screenshots"))
     folder.mkdir(parents=True, exist_ok=True)
     yield folder
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    shots = sorted(p.name for p in folder.glob("*.png"))
-    if reporter is not None:
-        reporter.write_line(f"\nadmin UI screenshots ({len(shots)}): {folder}")
+    SUMMARY.append(f"admin UI screenshots ({len(list(folder.glob('*.png')))}, desktop and phone): {folder}")
 
 
 @pytest.fixture(scope="module")
