@@ -198,6 +198,7 @@ class Exchange:
         self.out_chars = 0
         self.input_estimate = 0
         self.reservation: Reservation | None = None
+        self.limits: dict[str, int] | None = None  # the client's effective limits, once authenticated
         self.encoder: Any = None  # the client's StreamEncoder, once streaming
         self._holding = False  # the upstream is paused until the client drains what it was sent
 
@@ -224,6 +225,7 @@ class Exchange:
     async def _run(self, raw: bytes) -> None:
         client = authenticate(self.gw, self.sink.request)
         self.record.client_id, self.record.client_name = client["id"], client["name"]
+        self.limits = effective_limits(client, self.gw.limit_defaults)
         body = parse_body(raw)
         req = decode_guarded(self.fmt.decode_request, body, self.route)
         self.record.stream = req.stream
@@ -234,8 +236,7 @@ class Exchange:
                         stream_usage=kind.stream_usage, max_tokens_field=kind.max_tokens_field)
         self.record.model = policy.model
         self.input_estimate = decode_guarded(estimate_input, req) + estimate_tokens(policy.system or "")
-        limits = effective_limits(client, self.gw.limit_defaults)
-        policy.max_tokens = self._admit(client["id"], limits, req.params.max_tokens)
+        policy.max_tokens = self._admit(client["id"], self.limits, req.params.max_tokens)
         upstream = FORMATS[kind.format]
         try:
             if upstream is self.fmt:
@@ -248,8 +249,7 @@ class Exchange:
             self.gw.limiter.release(self.reservation, time.time())
             self.record.admitted = False
             raise
-        for name, value in ratelimit_headers(self.gw.limiter.headroom(client["id"], limits, time.time())).items():
-            self.sink.set_header(name, value)
+        self._ratelimit_headers()
         self.call = Call(provider, client["base_url"] or provider.base_url, path, payload, stream=req.stream)
         if req.stream:
             await self._stream(req, upstream, policy)
@@ -449,7 +449,14 @@ class Exchange:
             self.sink.write(self.encoder.encode(StreamError(err)) + self.encoder.close())
             self.sink.finish()
         else:
+            if self.limits is not None:  # an authenticated client's every answer says where its limits stand
+                self._ratelimit_headers()
             self.sink.write_gateway_error(err)
+
+    def _ratelimit_headers(self) -> None:
+        room = self.gw.limiter.headroom(self.record.client_id, self.limits, time.time())
+        for name, value in ratelimit_headers(room).items():
+            self.sink.set_header(name, value)
 
     def _account(self) -> None:
         rec = self.record

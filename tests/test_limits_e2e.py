@@ -65,6 +65,14 @@ def test_max_tokens_is_clamped_upstream(gateway, fake_requests):
     assert sent[2]["max_completion_tokens"] == 20
 
 
+def test_ratelimit_headers_on_a_refused_request(gateway):
+    """An authenticated client's 400 still says where its limits stand, and costs nothing."""
+    key = gateway.add_client("headers-on-400", rpm=3)
+    resp = httpx.post(gateway.url + CHAT, json={"model": "gpt-4o"}, headers={"Authorization": f"Bearer {key}"})
+    assert resp.status_code == 400
+    assert (resp.headers["x-ratelimit-limit-requests"], resp.headers["x-ratelimit-remaining-requests"]) == ("3", "3")
+
+
 def test_input_cap_is_refused_without_retry(gateway):
     key = gateway.add_client("small-input", max_input_tokens=5)
     resp = httpx.post(gateway.url + CHAT, json=body("word " * 50), headers={"Authorization": f"Bearer {key}"})
@@ -93,7 +101,7 @@ def test_a_request_refused_after_admission_does_not_count(gateway):
     for _ in range(3):
         resp = httpx.post(gateway.url + CHAT, content=deep, headers=headers)
         assert resp.status_code == 400 and "nested too deeply" in resp.json()["error"]["message"]
-        assert "x-ratelimit-remaining-requests" not in resp.headers
+        assert resp.headers["x-ratelimit-remaining-requests"] == "2"  # given back
     assert [chat_status(gateway.url, key) for _ in range(3)] == [200, 200, 429]
     rows = gateway.wait_log_rows("given-back", 6)
     assert sum(r["admitted"] for r in rows) == 2

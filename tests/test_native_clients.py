@@ -640,8 +640,11 @@ def test_errors_in_each_routes_own_shape(gateway, restricted, route):
     assert_error_shape(route, post(gateway.url, "sk-not-a-key", {}), 401)
 
     key = gateway.add_client(f"native-errors-{route}", provider=provider, rpm=1)
-    assert_error_shape(route, post(gateway.url, key, b"{not json"), 400)
-    assert post(gateway.url, key, {}).status_code == 200
+    refused = post(gateway.url, key, b"{not json")
+    assert_error_shape(route, refused, 400)
+    assert refused.headers["x-ratelimit-remaining-requests"] == "1"  # every answer says it; this one cost nothing
+    ok = post(gateway.url, key, {})
+    assert ok.status_code == 200 and ok.headers["x-ratelimit-remaining-requests"] == "0"
     limited = post(gateway.url, key, {})
     body = assert_error_shape(route, limited, 429)
     assert 1 <= int(limited.headers["retry-after"]) <= 60
