@@ -32,7 +32,9 @@ connection before content chunk N+1; non-streaming: after half the body), ``tool
 ``utf8split=1`` (split a multi-byte character across two writes), ``html=1`` (200 text/html page),
 ``malformed=1`` (invalid JSON body, or one invalid SSE data line and then the end), ``stamp=1`` (SSE
 streams: each event is preceded by the comment ``: t=<seconds>``, the system-wide monotonic clock
-as the event is written, so a client on the same machine can measure each event's latency).
+as the event is written, so a client on the same machine can measure each event's latency),
+``linger=S`` (streams: keep the response open S seconds after the last event, as a real upstream may
+before it ends the chunked body; SDKs that stop at ``[DONE]`` or an error event hang up first).
 ``fail_after``/``drop_after`` with N at or above the number of content chunks have no effect. Knobs
 apply to chat requests only, not to count-tokens or model listing.
 
@@ -781,6 +783,9 @@ class FakeHandler(tornado.web.RequestHandler):
                 await asyncio.sleep(float(knobs["stall"]))
         else:
             self.write(self.stream_end)
+        if "linger" in knobs:
+            await self.flush()
+            await asyncio.sleep(float(knobs["linger"]))
         self.finish()
 
     async def write_bytes(self, data: bytes, split_utf8: bool) -> None:
