@@ -73,6 +73,7 @@ HTML_PAGE = b"<!DOCTYPE html><html><head><title>Welcome</title></head><body><h1>
 OPENAI_MODELS = ["gpt-4o", "gpt-4o-mini"]
 ANTHROPIC_MODELS = {"claude-sonnet-4-20250514": "Claude Sonnet 4",
                     "claude-3-5-haiku-20241022": "Claude Haiku 3.5"}
+GEMINI_PAGE = 2
 GEMINI_MODELS = {"gemini-2.0-flash": "Gemini 2.0 Flash", "gemini-2.5-flash": "Gemini 2.5 Flash",
                  "gemini-2.5-pro": "Gemini 2.5 Pro"}
 
@@ -878,7 +879,9 @@ class ModelsHandler(FakeHandler):
         else:
             self.fmt, shape, models = OPENAI, openai_model, dict.fromkeys(OPENAI_MODELS, "")
         if model_id is None:
-            self.send_json(model_list(self.fmt, [shape(m, name) for m, name in models.items()]))
+            listing = model_list(self.fmt, [shape(m, name) for m, name in models.items()])
+            self.send_json(gemini_page(listing, self.get_query_argument("pageToken", "")) if self.fmt is GEMINI
+                           else listing)
         elif model_id in models:
             self.send_json(shape(model_id, models[model_id]))
         else:
@@ -902,6 +905,17 @@ def gemini_model(model: str, name: str) -> dict:
             "description": f"Fake {name}", "inputTokenLimit": 1048576, "outputTokenLimit": 65536,
             "supportedGenerationMethods": ["generateContent", "countTokens"], "temperature": 1,
             "topP": 0.95, "topK": 64, "maxTemperature": 2, "thinking": "2.5" in model}
+
+
+def gemini_page(listing: dict, token: str) -> dict:
+    """One page of a Gemini listing. Google may answer any pageSize with a shorter page and a
+    ``nextPageToken`` (AIP-158); pages of GEMINI_PAGE make every client follow the tokens."""
+    start = int(token) if token.isdigit() else 0
+    models = listing["models"]
+    page: dict[str, Any] = {"models": models[start:start + GEMINI_PAGE]}
+    if start + GEMINI_PAGE < len(models):
+        page["nextPageToken"] = str(start + GEMINI_PAGE)
+    return page
 
 
 def model_list(fmt: Format, models: list[dict]) -> dict:

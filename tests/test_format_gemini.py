@@ -795,4 +795,12 @@ def test_models() -> None:
     mapped = genai_models._Model_from_mldev(gemini.encode_model("x"))
     single = types.Model._from_response(response=mapped, kwargs={})
     assert single.name == "models/x" and single.display_name == "x"
-    assert gemini.MODELS_PATH == "/v1beta/models" and gemini.NAME == "gemini"
+    assert gemini.MODELS_PATH == "/v1beta/models?pageSize=1000" and gemini.NAME == "gemini"
+
+
+def test_models_next_page_follows_the_token():
+    """Google may return a short page with a nextPageToken (AIP-158): the next request carries it."""
+    assert gemini.next_models_path({"models": [], "nextPageToken": "a b/c"}) == \
+        "/v1beta/models?pageSize=1000&pageToken=a%20b%2Fc"
+    assert gemini.next_models_path({"models": []}) is None
+    assert gemini.next_models_path({"nextPageToken": ""}) is None

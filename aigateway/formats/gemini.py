@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -48,7 +49,7 @@ from aigateway.model import (
 
 NAME = "gemini"
 ID_PREFIX = ""  # Gemini responseIds are bare tokens
-MODELS_PATH = "/v1beta/models"
+MODELS_PATH = "/v1beta/models?pageSize=1000"  # the default page is 50; a page may still hold fewer (§4.7)
 CONTINUE_TEXT = "(continue)"  # the minimal user turn before a leading model turn (§11.8)
 # Between a functionResponse turn and a following user text (§4.3): folding the text into the response
 # content makes Gemini 3 answer empty, and two user contents in a row break strict alternation
@@ -781,6 +782,12 @@ def decode_models(body: dict) -> list[str]:
     return [m["name"].removeprefix("models/") for m in body.get("models") or ()
             if isinstance(m, dict) and isinstance(m.get("name"), str)
             and "generateContent" in (m.get("supportedGenerationMethods") or ["generateContent"])]
+
+
+def next_models_path(body: dict) -> str | None:
+    """Gemini pages with ``nextPageToken`` (AIP-158: any page may be short, so follow the token)."""
+    token = body.get("nextPageToken")
+    return f"{MODELS_PATH}&pageToken={quote(token, safe='')}" if isinstance(token, str) and token else None
 
 
 def encode_model(model_id: str) -> dict:

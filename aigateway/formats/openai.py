@@ -577,6 +577,11 @@ def decode_models(body: dict) -> list[str]:
     return [m["id"] for m in body.get("data") or () if isinstance(m, dict) and isinstance(m.get("id"), str)]
 
 
+def next_models_path(body: dict) -> str | None:
+    """OpenAI-compatible listings come in one page."""
+    return None
+
+
 def encode_models(ids: list[str]) -> dict:
     return {"object": "list", "data": [encode_model(i) for i in ids]}
 
