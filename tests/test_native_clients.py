@@ -718,6 +718,7 @@ def test_genai_sdk_paths_and_headers(fake_upstream, fake_requests, version):
         ("POST", f"{prefix}/models/gemini-2.0-flash:streamGenerateContent", {"alt": "sse"}),
         ("POST", f"{prefix}/models/gemini-2.0-flash:countTokens", {}),
         ("GET", f"{prefix}/models", {}),
+        ("GET", f"{prefix}/models", {"pageToken": "2"}),  # the fake's listing pages by 2: the SDK follows
         ("GET", f"{prefix}/models/gemini-2.0-flash", {})]
     for r in fake_requests():
         headers = r["headers"]
