@@ -538,7 +538,8 @@ def decode_all(data: bytes, step: int | None = None) -> list:
 
 def test_stream_decoder_events() -> None:
     events = decode_all(RECORDED)
-    assert events[0] == Start("resp-1", "gemini-2.5-flash", 0)
+    # the first chunk's prompt count rides on Start, so an Anthropic message_start can report it
+    assert events[0] == Start("resp-1", "gemini-2.5-flash", 0, Usage(input_tokens=40))
     kinds = [type(e).__name__ for e in events]
     assert kinds == ["Start", "ReasoningDelta", "UsageReport", "TextDelta", "UsageReport",
                      "ToolCallStart", "ToolCallDelta", "ToolCallStart", "ToolCallDelta", "Finish",

@@ -238,6 +238,9 @@ def test_anthropic_sse_events_are_well_formed(gateway, client, tools):
     assert blocks == (["tool_use"] if tools else ["text"])
     assert events[-2]["delta"]["stop_reason"] == ("tool_use" if tools else "end_turn")
     assert events[-2]["usage"]["output_tokens"] > 0
+    if client.backend != "openai":  # OpenAI reports usage only at the end; the others from the start
+        start = events[0]["message"]["usage"]["input_tokens"]
+        assert start > 0 and start == events[-2]["usage"].get("input_tokens", start)
 
 
 def test_anthropic_sdk_multi_turn(gateway, client, fake_requests):

@@ -580,9 +580,11 @@ class StreamDecoder(FrameDecoder):
     def chunk(self, chunk: dict) -> list[Event]:
         """The events of one GenerateContentResponse (a stream chunk or a whole response)."""
         events: list[Event] = []
-        if not self._started:
+        usage = _usage(chunk.get("usageMetadata"))
+        if not self._started:  # the first chunk's usage already holds the prompt count: Start carries it,
+            # so an Anthropic client's message_start reports input tokens as Anthropic's own does (§3.5)
             self._started, self._rid = True, str(chunk.get("responseId") or "")
-            events.append(Start(self._rid, str(chunk.get("modelVersion") or ""), 0))
+            events.append(Start(self._rid, str(chunk.get("modelVersion") or ""), 0, usage))
         candidates = chunk.get("candidates") if isinstance(chunk.get("candidates"), list) else []
         cand = next((c for c in candidates if isinstance(c, dict) and c.get("index", 0) == 0), None)
         if isinstance(cand, dict):
@@ -597,7 +599,6 @@ class StreamDecoder(FrameDecoder):
         elif (chunk.get("promptFeedback") or {}).get("blockReason") and not self._finished:
             self._finished = True  # the prompt itself was blocked: no candidates at all (§4.4)
             events.append(Finish(FinishReason.CONTENT_FILTER))
-        usage = _usage(chunk.get("usageMetadata"))
         if usage is not None:
             events.append(UsageReport(usage))
         return events
