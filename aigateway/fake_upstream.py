@@ -32,7 +32,9 @@ connection before content chunk N+1; non-streaming: after half the body), ``tool
 ``utf8split=1`` (split a multi-byte character across two writes), ``html=1`` (200 text/html page),
 ``malformed=1`` (invalid JSON body, or one invalid SSE data line and then the end), ``stamp=1`` (SSE
 streams: each event is preceded by the comment ``: t=<seconds>``, the system-wide monotonic clock
-as the event is written, so a client on the same machine can measure each event's latency).
+as the event is written, so a client on the same machine can measure each event's latency),
+``linger=S`` (streams: keep the response open S seconds after the last event, as a real upstream may
+before it ends the chunked body; SDKs that stop at ``[DONE]`` or an error event hang up first).
 ``fail_after``/``drop_after`` with N at or above the number of content chunks have no effect. Knobs
 apply to chat requests only, not to count-tokens or model listing.
 
@@ -71,6 +73,7 @@ HTML_PAGE = b"<!DOCTYPE html><html><head><title>Welcome</title></head><body><h1>
 OPENAI_MODELS = ["gpt-4o", "gpt-4o-mini"]
 ANTHROPIC_MODELS = {"claude-sonnet-4-20250514": "Claude Sonnet 4",
                     "claude-3-5-haiku-20241022": "Claude Haiku 3.5"}
+GEMINI_PAGE = 2
 GEMINI_MODELS = {"gemini-2.0-flash": "Gemini 2.0 Flash", "gemini-2.5-flash": "Gemini 2.5 Flash",
                  "gemini-2.5-pro": "Gemini 2.5 Pro"}
 
@@ -781,6 +784,9 @@ class FakeHandler(tornado.web.RequestHandler):
                 await asyncio.sleep(float(knobs["stall"]))
         else:
             self.write(self.stream_end)
+        if "linger" in knobs:
+            await self.flush()
+            await asyncio.sleep(float(knobs["linger"]))
         self.finish()
 
     async def write_bytes(self, data: bytes, split_utf8: bool) -> None:
@@ -873,7 +879,9 @@ class ModelsHandler(FakeHandler):
         else:
             self.fmt, shape, models = OPENAI, openai_model, dict.fromkeys(OPENAI_MODELS, "")
         if model_id is None:
-            self.send_json(model_list(self.fmt, [shape(m, name) for m, name in models.items()]))
+            listing = model_list(self.fmt, [shape(m, name) for m, name in models.items()])
+            self.send_json(gemini_page(listing, self.get_query_argument("pageToken", "")) if self.fmt is GEMINI
+                           else listing)
         elif model_id in models:
             self.send_json(shape(model_id, models[model_id]))
         else:
@@ -897,6 +905,17 @@ def gemini_model(model: str, name: str) -> dict:
             "description": f"Fake {name}", "inputTokenLimit": 1048576, "outputTokenLimit": 65536,
             "supportedGenerationMethods": ["generateContent", "countTokens"], "temperature": 1,
             "topP": 0.95, "topK": 64, "maxTemperature": 2, "thinking": "2.5" in model}
+
+
+def gemini_page(listing: dict, token: str) -> dict:
+    """One page of a Gemini listing. Google may answer any pageSize with a shorter page and a
+    ``nextPageToken`` (AIP-158); pages of GEMINI_PAGE make every client follow the tokens."""
+    start = int(token) if token.isdigit() else 0
+    models = listing["models"]
+    page: dict[str, Any] = {"models": models[start:start + GEMINI_PAGE]}
+    if start + GEMINI_PAGE < len(models):
+        page["nextPageToken"] = str(start + GEMINI_PAGE)
+    return page
 
 
 def model_list(fmt: Format, models: list[dict]) -> dict:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from aigateway.app import Gateway
 
 CACHE_SECONDS = 300.0
+MAX_PAGES = 20  # a listing that pages on and on is cut here rather than followed forever
 
 
 async def for_client(gw: Gateway, client: dict) -> list[str]:
@@ -38,11 +39,19 @@ async def fetch(provider: Provider, base_url: str | None = None) -> list[str]:
     """Ask the upstream for its model list (uncached; the admin UI's provider test uses it too).
     Upstream errors raise GatewayError with the upstream's status and message."""
     fmt = FORMATS[provider.kind.format]
-    call = Call(provider, base_url or provider.base_url, fmt.MODELS_PATH, None, stream=False)
-    body = await call.run()
-    if call.status >= 400:
-        raise fmt.decode_error(call.status, body)
-    try:
-        return fmt.decode_models(orjson.loads(body))
-    except (orjson.JSONDecodeError, AttributeError, TypeError):
-        raise GatewayError(502, ErrorKind.UPSTREAM, "the upstream's model list is not valid JSON") from None
+    ids: list[str] = []
+    path: str | None = fmt.MODELS_PATH
+    for _ in range(MAX_PAGES):  # Anthropic and Gemini page their listings: follow the pages
+        call = Call(provider, base_url or provider.base_url, path, None, stream=False)
+        body = await call.run()
+        if call.status >= 400:
+            raise fmt.decode_error(call.status, body)
+        try:
+            page = orjson.loads(body)
+            ids += fmt.decode_models(page)
+            path = fmt.next_models_path(page)
+        except (orjson.JSONDecodeError, AttributeError, TypeError):
+            raise GatewayError(502, ErrorKind.UPSTREAM, "the upstream's model list is not valid JSON") from None
+        if path is None:
+            break
+    return ids

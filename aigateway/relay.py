@@ -210,8 +210,7 @@ class Exchange:
         except GatewayError as err:
             self._fail(err)
         except ClientGone:
-            if self.record.status == 200:  # not already "client too slow"
-                self.record.status, self.record.error = 499, "client closed the connection"
+            self._client_left()
         except Exception:  # a gateway bug: the client still gets a clean error, in-band if streaming
             log.exception("request failed inside the gateway")
             self._fail(GatewayError(500, ErrorKind.SERVER, "Internal error in the gateway."))
@@ -458,6 +457,14 @@ class Exchange:
         for name, value in ratelimit_headers(room).items():
             self.sink.set_header(name, value)
 
+    def _client_left(self) -> None:
+        """The client closed the connection: a 499, unless the request already had its outcome. SDKs
+        close as soon as they have what they need (openai-python at ``[DONE]``, which the fast path
+        relays before the upstream's own end; openai-python and google-genai at an in-band error
+        event), so a finished and accounted answer stays a 200 and an upstream failure keeps its status."""
+        if self.record.status == 200 and self.failed is None and not (self.finished and self.usage is not None):
+            self.record.status, self.record.error = 499, "client closed the connection"
+
     def _account(self) -> None:
         rec = self.record
         rec.latency_ms = (time.monotonic() - self.t0) * 1000
@@ -466,8 +473,8 @@ class Exchange:
         if self.failed is not None and rec.status == 200:
             rec.status = self.failed.status
             rec.error = self.failed.message[:500]
-        if self.call is not None and self.call.cancelled and rec.status == 200:
-            rec.status, rec.error = 499, "client closed the connection"
+        if self.call is not None and self.call.cancelled:
+            self._client_left()
         usage = self.usage
         if usage is not None:
             rec.input_tokens, rec.output_tokens, rec.cached_tokens = (

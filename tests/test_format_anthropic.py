@@ -958,6 +958,14 @@ def test_models():
                       "created_at": "2025-01-01T00:00:00Z"},
                      {"id": 5}, "junk", {"type": "model", "id": "claude-b"}], "has_more": False}
     assert fmt.decode_models(body) == ["claude-a", "claude-b"]
+    assert fmt.next_models_path(body) is None
+
+
+def test_models_next_page_after_the_last_id():
+    """Anthropic pages by id (§3.7): with has_more the next page starts after the page's last_id."""
+    assert fmt.next_models_path({"data": [], "has_more": True, "last_id": "claude-b"}) == \
+        "/v1/models?limit=1000&after_id=claude-b"
+    assert fmt.next_models_path({"data": [], "has_more": True, "last_id": None}) is None
     assert fmt.decode_models({}) == []
     page = fmt.encode_models(["claude-a", "gpt-x"])
     assert page["has_more"] is False and (page["first_id"], page["last_id"]) == ("claude-a", "gpt-x")

@@ -538,7 +538,8 @@ def decode_all(data: bytes, step: int | None = None) -> list:
 
 def test_stream_decoder_events() -> None:
     events = decode_all(RECORDED)
-    assert events[0] == Start("resp-1", "gemini-2.5-flash", 0)
+    # the first chunk's prompt count rides on Start, so an Anthropic message_start can report it
+    assert events[0] == Start("resp-1", "gemini-2.5-flash", 0, Usage(input_tokens=40))
     kinds = [type(e).__name__ for e in events]
     assert kinds == ["Start", "ReasoningDelta", "UsageReport", "TextDelta", "UsageReport",
                      "ToolCallStart", "ToolCallDelta", "ToolCallStart", "ToolCallDelta", "Finish",
@@ -795,4 +796,12 @@ def test_models() -> None:
     mapped = genai_models._Model_from_mldev(gemini.encode_model("x"))
     single = types.Model._from_response(response=mapped, kwargs={})
     assert single.name == "models/x" and single.display_name == "x"
-    assert gemini.MODELS_PATH == "/v1beta/models" and gemini.NAME == "gemini"
+    assert gemini.MODELS_PATH == "/v1beta/models?pageSize=1000" and gemini.NAME == "gemini"
+
+
+def test_models_next_page_follows_the_token():
+    """Google may return a short page with a nextPageToken (AIP-158): the next request carries it."""
+    assert gemini.next_models_path({"models": [], "nextPageToken": "a b/c"}) == \
+        "/v1beta/models?pageSize=1000&pageToken=a%20b%2Fc"
+    assert gemini.next_models_path({"models": []}) is None
+    assert gemini.next_models_path({"nextPageToken": ""}) is None

@@ -534,6 +534,25 @@ def test_decode_response_ollama_reasoning():
     assert codec.decode_response(body).parts == [ReasoningPart("r"), TextPart("hi")]
 
 
+REFUSAL = "I'm sorry, I can't help with that."
+
+
+def test_decode_response_refusal_is_the_answer_and_a_content_filter_finish():
+    """OpenAI puts a refusal in ``message.refusal`` (content null, finish "stop"): other formats must
+    still see the text, and their own refusal reason (Anthropic refusal, Gemini SAFETY)."""
+    body = {"id": "x", "model": "m", "created": 1, "choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": None, "refusal": REFUSAL}}]}
+    resp = codec.decode_response(body)
+    assert resp.parts == [TextPart(REFUSAL)] and resp.finish is FinishReason.CONTENT_FILTER
+
+
+def test_stream_decoder_refusal_deltas():
+    data = b"".join([chunk({"role": "assistant", "content": None, "refusal": ""}), chunk({"refusal": "I'm sorry"}),
+                     chunk({"refusal": ", no."}), chunk({}, "stop")])
+    assert stream_events(data)[1:] == [TextDelta("I'm sorry"), TextDelta(", no."),
+                                       Finish(FinishReason.CONTENT_FILTER)]
+
+
 @pytest.mark.parametrize("raw, expected", [
     ("stop", FinishReason.STOP),
     ("length", FinishReason.LENGTH),

@@ -238,6 +238,9 @@ def test_anthropic_sse_events_are_well_formed(gateway, client, tools):
     assert blocks == (["tool_use"] if tools else ["text"])
     assert events[-2]["delta"]["stop_reason"] == ("tool_use" if tools else "end_turn")
     assert events[-2]["usage"]["output_tokens"] > 0
+    if client.backend != "openai":  # OpenAI reports usage only at the end; the others from the start
+        start = events[0]["message"]["usage"]["input_tokens"]
+        assert start > 0 and start == events[-2]["usage"].get("input_tokens", start)
 
 
 def test_anthropic_sdk_multi_turn(gateway, client, fake_requests):
@@ -721,6 +724,7 @@ def test_genai_sdk_paths_and_headers(fake_upstream, fake_requests, version):
         ("POST", f"{prefix}/models/gemini-2.0-flash:streamGenerateContent", {"alt": "sse"}),
         ("POST", f"{prefix}/models/gemini-2.0-flash:countTokens", {}),
         ("GET", f"{prefix}/models", {}),
+        ("GET", f"{prefix}/models", {"pageToken": "2"}),  # the fake's listing pages by 2: the SDK follows
         ("GET", f"{prefix}/models/gemini-2.0-flash", {})]
     for r in fake_requests():
         headers = r["headers"]

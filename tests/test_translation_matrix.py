@@ -408,6 +408,27 @@ def test_stream_failure_after_content_raises_api_error(backends, backend):
 
 
 @BACKEND
+def test_stream_the_sdk_leaves_at_done_is_logged_as_a_success(backends, backend):
+    """openai-python hangs up at ``[DONE]``; on the same-format fast path that frame is relayed while
+    the upstream's response is still open. A complete, accounted answer is a 200, not a 499."""
+    b = backends[backend]
+    seen = b.chat(True, messages=user("done early #fake:linger=1"))
+    assert seen.content == "Echo: done early" and seen.finish == "stop"
+
+
+@BACKEND
+def test_stream_failure_the_sdk_leaves_at_is_logged_with_its_cause(backends, backend):
+    """openai-python raises, and hangs up, at the in-band error event: the log keeps the upstream's
+    failure, not "client closed the connection"."""
+    b = backends[backend]
+    rows = len(b.gateway.log_rows(b.client_name))
+    with pytest.raises(openai.APIError):
+        list(b.create(True, messages=user("one two three #fake:fail_after=1 #fake:linger=1")))
+    row = b.gateway.wait_log_rows(b.client_name, rows + 1)[-1]
+    assert row["status"] >= 500 and row["error"] == STREAM_ERRORS[backend]
+
+
+@BACKEND
 def test_stream_without_include_usage_is_still_accounted_exactly(backends, backend):
     """No usage chunk for a client that did not ask, yet the log holds the upstream's own numbers."""
     b = backends[backend]

@@ -15,7 +15,8 @@ synchronous: no I/O, no Tornado, no clock reads.
   ``relay(frame, events) -> bytes`` (fast path: the upstream frame as the client should see it),
   and ``content_type``.
 - ``encode_error(err) -> (status, headers, body)`` / ``decode_error(status, body) -> GatewayError``.
-- ``decode_models(body) -> list[str]`` / ``encode_models(ids) -> dict``; ``MODELS_PATH``.
+- ``decode_models(body) -> list[str]`` / ``encode_models(ids) -> dict``; ``MODELS_PATH``, and
+  ``next_models_path(body) -> str | None``, the next page of a paged listing.
 """
 
 from __future__ import annotations

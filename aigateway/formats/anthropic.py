@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -659,6 +660,14 @@ def decode_error(status: int, body: bytes) -> GatewayError:
     if parsed is not None:
         message = err if isinstance(err, str) else orjson.dumps(parsed).decode()[:300]
     return _error(status, message)
+
+
+def next_models_path(body: dict) -> str | None:
+    """Anthropic pages by id: ``has_more``, then ``after_id`` = the page's ``last_id`` (§3.7)."""
+    last = body.get("last_id")
+    if body.get("has_more") is True and isinstance(last, str) and last:
+        return f"{MODELS_PATH}&after_id={quote(last, safe='')}"
+    return None
 
 
 def encode_model(model_id: str) -> dict:

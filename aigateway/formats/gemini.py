@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 
@@ -48,7 +49,7 @@ from aigateway.model import (
 
 NAME = "gemini"
 ID_PREFIX = ""  # Gemini responseIds are bare tokens
-MODELS_PATH = "/v1beta/models"
+MODELS_PATH = "/v1beta/models?pageSize=1000"  # the default page is 50; a page may still hold fewer (§4.7)
 CONTINUE_TEXT = "(continue)"  # the minimal user turn before a leading model turn (§11.8)
 # Between a functionResponse turn and a following user text (§4.3): folding the text into the response
 # content makes Gemini 3 answer empty, and two user contents in a row break strict alternation
@@ -579,9 +580,11 @@ class StreamDecoder(FrameDecoder):
     def chunk(self, chunk: dict) -> list[Event]:
         """The events of one GenerateContentResponse (a stream chunk or a whole response)."""
         events: list[Event] = []
-        if not self._started:
+        usage = _usage(chunk.get("usageMetadata"))
+        if not self._started:  # the first chunk's usage already holds the prompt count: Start carries it,
+            # so an Anthropic client's message_start reports input tokens as Anthropic's own does (§3.5)
             self._started, self._rid = True, str(chunk.get("responseId") or "")
-            events.append(Start(self._rid, str(chunk.get("modelVersion") or ""), 0))
+            events.append(Start(self._rid, str(chunk.get("modelVersion") or ""), 0, usage))
         candidates = chunk.get("candidates") if isinstance(chunk.get("candidates"), list) else []
         cand = next((c for c in candidates if isinstance(c, dict) and c.get("index", 0) == 0), None)
         if isinstance(cand, dict):
@@ -596,7 +599,6 @@ class StreamDecoder(FrameDecoder):
         elif (chunk.get("promptFeedback") or {}).get("blockReason") and not self._finished:
             self._finished = True  # the prompt itself was blocked: no candidates at all (§4.4)
             events.append(Finish(FinishReason.CONTENT_FILTER))
-        usage = _usage(chunk.get("usageMetadata"))
         if usage is not None:
             events.append(UsageReport(usage))
         return events
@@ -781,6 +783,12 @@ def decode_models(body: dict) -> list[str]:
     return [m["name"].removeprefix("models/") for m in body.get("models") or ()
             if isinstance(m, dict) and isinstance(m.get("name"), str)
             and "generateContent" in (m.get("supportedGenerationMethods") or ["generateContent"])]
+
+
+def next_models_path(body: dict) -> str | None:
+    """Gemini pages with ``nextPageToken`` (AIP-158: any page may be short, so follow the token)."""
+    token = body.get("nextPageToken")
+    return f"{MODELS_PATH}&pageToken={quote(token, safe='')}" if isinstance(token, str) and token else None
 
 
 def encode_model(model_id: str) -> dict:

@@ -131,6 +131,9 @@ def _assistant_parts(msg: dict, where: str) -> list:
     text = _text_of(msg.get("content"), where)
     if text:
         parts.append(TextPart(text))
+    refusal = msg.get("refusal")
+    if isinstance(refusal, str) and refusal:  # the model's refusal is its answer (§6.3)
+        parts.append(TextPart(refusal))
     for call in msg.get("tool_calls") or []:
         fn = call.get("function") or {}
         if not isinstance(fn.get("name"), str):
@@ -367,8 +370,11 @@ def _encode_usage(u: Usage) -> dict:
     }
 
 
-def _finish(raw: Any) -> FinishReason | None:
-    return None if raw is None else _FINISH.get(raw, FinishReason.STOP)
+def _finish(raw: Any, refused: bool = False) -> FinishReason | None:
+    """A finish reason; OpenAI ends a refusal with "stop" and the text in ``refusal``, which the other
+    formats say with their own refusal reasons (Anthropic refusal, Gemini SAFETY: §6.1, §6.3)."""
+    finish = None if raw is None else _FINISH.get(raw, FinishReason.STOP)
+    return FinishReason.CONTENT_FILTER if refused and finish is FinishReason.STOP else finish
 
 
 def decode_response(body: dict) -> ChatResponse:
@@ -382,7 +388,7 @@ def decode_response(body: dict) -> ChatResponse:
             model=str(body.get("model") or ""),
             created=int(body.get("created") or 0),
             parts=parts,
-            finish=_finish(choice.get("finish_reason")),
+            finish=_finish(choice.get("finish_reason"), bool(message.get("refusal"))),
             usage=_usage(body.get("usage")),
         )
     except (TypeError, AttributeError, ValueError, GatewayError) as exc:
@@ -424,7 +430,7 @@ class StreamDecoder(FrameDecoder):
 
     def __init__(self) -> None:
         super().__init__()
-        self._started = False
+        self._started = self._refused = False
         self._calls: dict[int, tuple[int, str]] = {}  # upstream index -> (neutral index, id)
 
     def _decode(self, frame: SSEFrame) -> list[Event]:
@@ -458,12 +464,13 @@ class StreamDecoder(FrameDecoder):
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if isinstance(reasoning, str) and reasoning:
                 events.append(ReasoningDelta(reasoning))
-            content = delta.get("content")
-            if isinstance(content, str) and content:
-                events.append(TextDelta(content))
+            for text in (delta.get("content"), delta.get("refusal")):
+                if isinstance(text, str) and text:
+                    events.append(TextDelta(text))
+            self._refused = self._refused or bool(delta.get("refusal"))
             for call in delta.get("tool_calls") or ():
                 events.extend(self._tool_call(call))
-            finish = _finish(choice.get("finish_reason"))
+            finish = _finish(choice.get("finish_reason"), self._refused)
             if finish:
                 events.append(Finish(finish))
         usage = _usage(chunk.get("usage"))
@@ -575,6 +582,11 @@ def decode_error(status: int, body: bytes) -> GatewayError:
 
 def decode_models(body: dict) -> list[str]:
     return [m["id"] for m in body.get("data") or () if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
+
+def next_models_path(body: dict) -> str | None:
+    """OpenAI-compatible listings come in one page."""
+    return None
 
 
 def encode_models(ids: list[str]) -> dict:
