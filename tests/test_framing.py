@@ -154,6 +154,22 @@ def test_invalid_utf8_does_not_raise():
     assert frames[0].data.endswith(" ok")
 
 
+class LineByLine(SSEDecoder):
+    whole_events = False
+
+
+def test_whole_event_fast_path_matches_line_by_line_decoding_at_every_split():
+    stream = (b"\n: ping\n\n" + STREAM + b"data: \xff\ndata: \xe2\x82\n\n\n\nevent: e\n\ndata:x\n: c\n\n"
+              + b"data: tail\n")
+    for i in range(len(stream) + 1):
+        for j in (i, min(len(stream), i + 7)):
+            fast, slow = SSEDecoder(), LineByLine()
+            chunks = (stream[:i], stream[i:j], stream[j:])
+            got = [f for c in chunks for f in fast.feed(c)] + fast.close()
+            want = [f for c in chunks for f in slow.feed(c)] + slow.close()
+            assert got == want, f"split at {i}, {j}"
+
+
 def test_sse_writers_round_trip_through_the_decoder():
     out = sse(b'{"a":1}') + sse_json({"text": TEXT}, "delta") + sse_json([1, 2])
     assert out.startswith(b'data: {"a":1}\n\nevent: delta\ndata: ')

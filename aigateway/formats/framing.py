@@ -29,11 +29,32 @@ class SSEDecoder:
         self._event: str | None = None
         self._data: list[str] = []
 
+    # Whole events at a time when the stream uses LF line ends only (the usual case); a subclass
+    # that must see every line (Gemini's bare JSON lines) turns this off.
+    whole_events = True
+
     def feed(self, data: bytes) -> list[SSEFrame]:
         """Add bytes; return the events completed by them."""
         buf = self._buf + data
         frames: list[SSEFrame] = []
-        start = 0
+        if not self.whole_events or b"\r" in buf:
+            self._buf = buf[self._lines(buf, 0, frames):]
+            return frames
+        start = self._lines(buf, 0, frames, to_event_end=True) if self._raw else 0
+        while True:
+            while buf[start : start + 1] == b"\n":  # blank lines between events: nothing to end
+                start += 1
+            end = buf.find(b"\n\n", start)
+            if end < 0:
+                break
+            self._event_block(buf[start:end].split(b"\n"), buf[start : end + 2], frames)
+            start = end + 2
+        self._buf = buf[self._lines(buf, start, frames):]
+        return frames
+
+    def _lines(self, buf: bytes, start: int, frames: list[SSEFrame], to_event_end: bool = False) -> int:
+        """Consume the complete lines of ``buf`` from ``start`` (only up to the end of the event
+        under way when ``to_event_end``); returns where the unconsumed rest begins."""
         n = len(buf)
         while start < n:
             nl = buf.find(b"\n", start)
@@ -48,8 +69,27 @@ class SSEDecoder:
                 break
             self._line(buf[start:end], buf[start:nxt], frames)
             start = nxt
-        self._buf = buf[start:]
-        return frames
+            if to_event_end and not self._raw:
+                break
+        return start
+
+    def _event_block(self, lines: list[bytes], raw: bytes, frames: list[SSEFrame]) -> None:
+        """One whole event (its lines, none blank, and its raw bytes), as ``_line`` would see it line
+        by line with nothing under way."""
+        event: str | None = None
+        data: list[bytes] = []
+        for line in lines:
+            if line[:1] == b":":
+                continue
+            name, _, value = line.partition(b":")
+            if value[:1] == b" ":
+                value = value[1:]
+            if name == b"data":
+                data.append(value)
+            elif name == b"event":
+                event = value.decode("utf-8", "replace")
+        if data or event is not None:
+            frames.append(SSEFrame(event, b"\n".join(data).decode("utf-8", "replace"), raw))
 
     def close(self) -> list[SSEFrame]:
         """End of stream: a final event without its blank line still counts."""

@@ -527,6 +527,8 @@ class _Lines(SSEDecoder):
     """SSE, plus the bare (possibly pretty-printed) JSON lines Gemini may send for an error after the
     stream opened (§4.5); each such object becomes a frame of its own."""
 
+    whole_events = False  # every line goes through _line, which spots the JSON ones
+
     def __init__(self) -> None:
         super().__init__()
         self._json: list[bytes] = []
