@@ -54,7 +54,7 @@ class Database:
     def __init__(self, path: str | os.PathLike, readers: int = 2) -> None:
         self.path = Path(path)
         self._writer_conn = connect(self.path)
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()  # put() is C: no lock or Condition in Python
         self._urgent = threading.Event()  # set by write() and close(): someone awaits the writer
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="db-read")
         self._local = threading.local()
