@@ -76,6 +76,9 @@ class SSEDecoder:
     def _event_block(self, lines: list[bytes], raw: bytes, frames: list[SSEFrame]) -> None:
         """One whole event (its lines, none blank, and its raw bytes), as ``_line`` would see it line
         by line with nothing under way."""
+        if len(lines) == 1 and lines[0][:6] == b"data: ":  # the usual event: one data line
+            frames.append(SSEFrame(None, lines[0][6:].decode("utf-8", "replace"), raw))
+            return
         event: str | None = None
         data: list[bytes] = []
         for line in lines:

@@ -470,12 +470,14 @@ class StreamDecoder(FrameDecoder):
             self._refused = self._refused or bool(delta.get("refusal"))
             for call in delta.get("tool_calls") or ():
                 events.extend(self._tool_call(call))
-            finish = _finish(choice.get("finish_reason"), self._refused)
-            if finish:
-                events.append(Finish(finish))
-        usage = _usage(chunk.get("usage"))
-        if usage:
-            events.append(UsageReport(usage))
+            if choice.get("finish_reason") is not None:
+                finish = _finish(choice["finish_reason"], self._refused)
+                if finish:
+                    events.append(Finish(finish))
+        if chunk.get("usage") is not None:  # null on every chunk but the last when usage is asked for
+            usage = _usage(chunk["usage"])
+            if usage:
+                events.append(UsageReport(usage))
         return events
 
     def _tool_call(self, call: dict) -> list[Event]:
@@ -544,7 +546,8 @@ class StreamEncoder:
         """Fast path: the upstream frame unchanged, except the usage-only chunk the gateway asked
         for on its own account when the client did not."""
         self._relayed = True
-        if not self._include_usage and events and all(isinstance(e, UsageReport) for e in events):
+        # a usage-only chunk decodes to that one event (after the first chunk's Start)
+        if not self._include_usage and len(events) == 1 and isinstance(events[0], UsageReport):
             return b""
         return frame.raw
 
