@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 
 from aigateway.limits import Limiter, configured_defaults, effective_limits
@@ -50,7 +51,13 @@ def estimate_input(req: ChatRequest) -> int:
 
 def day_of(ts: float) -> str:
     """The UTC day a timestamp counts toward."""
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d")
+    return _day_name(int(ts // 86400))
+
+
+@lru_cache(maxsize=4)
+def _day_name(day: int) -> str:
+    # the writer names the day of every record it stores: format each day once
+    return datetime.fromtimestamp(day * 86400, timezone.utc).strftime("%Y-%m-%d")
 
 
 @dataclass(slots=True)
