@@ -195,6 +195,20 @@ def meta(gw: Gateway, username: str) -> dict:
 _CLIENT_TEXT = ("name", "provider", "base_url", "system_prompt", "default_model")
 
 
+def _read_text(body: dict, names: Iterable[str], into: dict, errors: dict[str, str],
+               keep: tuple[str, ...] = ()) -> None:
+    """Copy the text fields present in ``body`` into ``into`` (stripped, unless named in ``keep``);
+    a field that is not text is an error, and is not copied."""
+    for name in names:
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            errors[name] = "must be text"
+        else:
+            into[name] = value if name in keep else value.strip()
+
+
 def client_fields(body: dict, creating: bool) -> tuple[dict[str, Any], dict[str, str]]:
     """JSON from the admin API to clients.py fields. Limits: a whole number, or null / "" for the
     configured default. Raises AdminError naming every bad field."""
@@ -203,14 +217,7 @@ def client_fields(body: dict, creating: bool) -> tuple[dict[str, Any], dict[str,
     allowed = {*_CLIENT_TEXT, "enabled", *LIMIT_FIELDS, *(("key_type",) if creating else ())}
     for name in body.keys() - allowed:
         errors[name] = "unknown field" + ("" if creating or name != "key_type" else " (rotate the key to change it)")
-    for name in _CLIENT_TEXT:
-        value = body.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            errors[name] = "must be text"
-        else:
-            fields[name] = value if name == "system_prompt" else value.strip()
+    _read_text(body, _CLIENT_TEXT, fields, errors, keep=("system_prompt",))
     if creating:
         for name in ("name", "provider"):
             if not fields.get(name):
@@ -368,14 +375,7 @@ def _provider_raw(body: dict, old: dict | None) -> tuple[dict, dict[str, str]]:
     for name in body.keys() - set(_PROVIDER_BODY):
         errors[name] = "unknown field"
     raw = dict(old or {"type": "openai", "api_key": "", "timeout_seconds": 120})
-    for name in ("type", "base_url", "default_model"):
-        value = body.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            errors[name] = "must be text"
-        else:
-            raw[name] = value.strip()
+    _read_text(body, ("type", "base_url", "default_model"), raw, errors)
     if raw.get("type") not in PROVIDER_TYPES:
         errors["type"] = f"must be one of {', '.join(PROVIDER_TYPES)}"
     if "api_key" in body:

@@ -208,25 +208,11 @@ def log_page(conn: sqlite3.Connection, *, client_id: int | None = None, model: s
     """One page of the request log, newest first, with filters. Keyset pagination on ``id``: the
     next page starts below the last id shown, so page 1,000 costs what page 1 does (no OFFSET).
     ``status`` is an inclusive range; ``since``/``until`` are epoch seconds (until exclusive)."""
-    where, args = [], []
-    if before_id is not None:
-        where.append("id < ?")
-        args.append(before_id)
-    if client_id is not None:
-        where.append("client_id = ?")
-        args.append(client_id)
-    if model:
-        where.append("model = ?")
-        args.append(model)
-    if status is not None:
-        where.append("status BETWEEN ? AND ?")
-        args.extend(status)
-    if since is not None:
-        where.append("ts >= ?")
-        args.append(since)
-    if until is not None:
-        where.append("ts < ?")
-        args.append(until)
+    filters = (("id < ?", (before_id,)), ("client_id = ?", (client_id,)), ("model = ?", (model or None,)),
+               ("status BETWEEN ? AND ?", status or (None,)), ("ts >= ?", (since,)), ("ts < ?", (until,)))
+    used = [(clause, values) for clause, values in filters if values[0] is not None]
+    where = [clause for clause, _ in used]
+    args = [value for _, values in used for value in values]
     sql = f"SELECT {', '.join(LOG_COLUMNS)} FROM request_log"
     if where:
         sql += " WHERE " + " AND ".join(where)
