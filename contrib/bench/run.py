@@ -1,7 +1,7 @@
 """Side-by-side benchmark: the fake upstream direct, a bare Tornado + pycurl relay (the ceiling of
 our stack), the gateway with every feature on, and optionally the LiteLLM proxy, all on loopback.
 
-    python contrib/bench/run.py [--quick] [--peer litellm] [--soak-seconds N] [--out FILE]
+    python contrib/bench/run.py [--quick] [--peer litellm] [--rounds N] [--soak-seconds N] [--out FILE]
 
 Needs ``wrk`` (Debian: ``apt-get install -y wrk``). With two cores or more, the server under test
 runs on core 0 and the fake upstream and the load generators on core 1. Every load loop is
@@ -17,6 +17,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -312,30 +313,70 @@ def fake_stats(upstream: str) -> dict:
 # ---------------------------------------------------------------- the run
 
 
-def bench_target(t: Target, cfg: argparse.Namespace, upstream: str) -> dict:
+POINTS = ("c1", "c16", "c64", "stream", "timing", "paced")
+
+
+def measure_point(t: Target, point: str, cfg: argparse.Namespace) -> dict:
+    """One measurement of one point on one target."""
     d = cfg.duration
     plain, streamed = chat_body(PROMPT), chat_body(PROMPT + " #fake:chunks=20", stream=True)
-    print(f"[{t.name}] warm-up", flush=True)
-    wrk(t.chat_url, plain, t.key, 16, 2)
-    wrk(t.chat_url, streamed, t.key, 16, 2)
-    before = fake_stats(upstream)["connections"]
-    out: dict = {"rss_idle_mb": rss_mb(t.pid)}
-    print(f"[{t.name}] c=1 latency", flush=True)
-    out["c1"] = measured(t, plain, 1, d)
-    for c in (16, 64):
-        print(f"[{t.name}] c={c} throughput", flush=True)
-        out[f"c{c}"] = measured(t, plain, c, d)
-    print(f"[{t.name}] streaming throughput", flush=True)
-    out["stream"] = measured(t, streamed, 64, d)
-    out["upstream_connections"] = fake_stats(upstream)["connections"] - before
-    print(f"[{t.name}] stream timings", flush=True)
-    out["timing"] = stream_timings(t, PROMPT + " #fake:chunks=20 #fake:delay=0.005 #fake:stamp=1",
-                                   cfg.timing_streams, concurrency=4)
-    print(f"[{t.name}] {cfg.paced} concurrent paced streams", flush=True)
-    out["paced"] = stream_timings(t, PROMPT + " #fake:chunks=20 #fake:delay=0.05 #fake:stamp=1", cfg.paced,
-                                  ramp=cfg.ramp, sample_rss=True)
-    out["rss_peak_mb"] = rss_mb(t.pid, "VmHWM")
+    if point == "c1":
+        return measured(t, plain, 1, d)
+    if point in ("c16", "c64"):
+        return measured(t, plain, int(point[1:]), d)
+    if point == "stream":
+        return measured(t, streamed, 64, d)
+    if point == "timing":
+        return stream_timings(t, PROMPT + " #fake:chunks=20 #fake:delay=0.005 #fake:stamp=1",
+                              cfg.timing_streams, concurrency=4)
+    return stream_timings(t, PROMPT + " #fake:chunks=20 #fake:delay=0.05 #fake:stamp=1", cfg.paced,
+                          ramp=cfg.ramp, sample_rss=True)
+
+
+def combine(samples: list[dict]) -> dict:
+    """One figure per key from a point's rounds: the median, except counts (summed), the peak
+    number of streams open (the lowest round's) and peak RSS (the highest)."""
+    out: dict = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples if s.get(key) is not None]
+        if key in ("errors", "streams", "requests"):
+            out[key] = sum(values)
+        elif key == "peak_open":
+            out[key] = min(values)
+        elif key == "peak_rss_mb":
+            out[key] = max(values) if values else None
+        elif values and all(isinstance(v, (int, float)) for v in values):
+            out[key] = statistics.median(values)
+        else:
+            out[key] = next((v for v in values if v), values[0] if values else None)
     return out
+
+
+def bench(targets: list[Target], cfg: argparse.Namespace, upstream: str) -> dict:
+    """Every point on every target, in rounds. Within a round each point runs on every target in
+    turn (the order rotating from round to round), so a minute in which a shared machine runs
+    slower weighs on all targets alike rather than on whichever ran then; each figure is the
+    median of its rounds, and the raw rounds are kept (``rounds``) to show the spread."""
+    plain, streamed = chat_body(PROMPT), chat_body(PROMPT + " #fake:chunks=20", stream=True)
+    results: dict = {}
+    for t in targets:
+        print(f"[{t.name}] warm-up", flush=True)
+        results[t.name] = {"rss_idle_mb": rss_mb(t.pid), "upstream_connections": 0,
+                           "rounds": {p: [] for p in POINTS}}
+        wrk(t.chat_url, plain, t.key, 16, 2)
+        wrk(t.chat_url, streamed, t.key, 16, 2)
+    for r in range(cfg.rounds):
+        for point in POINTS:
+            for t in targets[r % len(targets):] + targets[:r % len(targets)]:
+                print(f"[round {r + 1}/{cfg.rounds}] [{t.name}] {point}", flush=True)
+                before = fake_stats(upstream)["connections"]
+                results[t.name]["rounds"][point].append(measure_point(t, point, cfg))
+                results[t.name]["upstream_connections"] += fake_stats(upstream)["connections"] - before
+    for t in targets:
+        out = results[t.name]
+        out.update({p: combine(out["rounds"][p]) for p in POINTS})
+        out["rss_peak_mb"] = rss_mb(t.pid, "VmHWM")
+    return results
 
 
 def soak(t: Target, seconds: float) -> dict:
@@ -459,8 +500,14 @@ def summary(results: dict, cfg: argparse.Namespace) -> str:
     gw, bare = results.get("gateway"), results.get("bare relay")
     out = []
     if gw and bare:
+        def rounds(point: str) -> str:
+            pairs = zip(gw["rounds"][point], bare["rounds"][point], strict=True)
+            return ", ".join(f"{g['rps'] / b['rps'] * 100:.0f}%" for g, b in pairs)
+
         out.append(f"- gateway / bare relay at c=64: {gw['c64']['rps'] / bare['c64']['rps'] * 100:.0f}% of the "
-                   f"requests/s, {gw['c64']['cpu_ms'] / bare['c64']['cpu_ms']:.2f}x the CPU per request")
+                   f"requests/s (rounds: {rounds('c64')}), {gw['c64']['cpu_ms'] / bare['c64']['cpu_ms']:.2f}x "
+                   f"the CPU per request; streams/s {gw['stream']['rps'] / bare['stream']['rps'] * 100:.0f}% "
+                   f"(rounds: {rounds('stream')})")
     if gw and "litellm" in results:
         ll = results["litellm"]
         out.append(f"- gateway / LiteLLM at c=64: {gw['c64']['rps'] / ll['c64']['rps']:.1f}x the requests/s, "
@@ -486,10 +533,13 @@ def main() -> None:
     parser.add_argument("--peer", choices=["litellm"], action="append", default=[], help="also measure a peer")
     parser.add_argument("--litellm", default=shutil.which("litellm"), help="the litellm executable")
     parser.add_argument("--soak-seconds", type=float, help="gateway soak length (default 600; --quick: 30)")
-    parser.add_argument("--duration", type=float, help="seconds per wrk point (default 10; --quick: 3)")
+    parser.add_argument("--duration", type=float, help="seconds per wrk point (default 6; --quick: 3)")
+    parser.add_argument("--rounds", type=int,
+                        help="rounds over all targets; figures are their medians (default 3; --quick: 1)")
     parser.add_argument("--out", help="also write the markdown table and raw JSON next to it")
     cfg = parser.parse_args()
-    cfg.duration = cfg.duration or (3 if cfg.quick else 10)
+    cfg.duration = cfg.duration or (3 if cfg.quick else 6)
+    cfg.rounds = cfg.rounds or (1 if cfg.quick else 3)
     cfg.soak_seconds = cfg.soak_seconds if cfg.soak_seconds is not None else (30 if cfg.quick else 600)
     cfg.timing_streams = 100 if cfg.quick else 400
     cfg.paced = 500
@@ -522,8 +572,7 @@ def main() -> None:
             else:
                 results["litellm_note"] = "not installed (pip install 'litellm[proxy]'), skipped"
         results["limiter"] = measure_limiter(requests=50_000 if cfg.quick else 200_000)
-        for t in targets:
-            results[t.name] = bench_target(t, cfg, upstream)
+        results.update(bench(targets, cfg, upstream))
         if cfg.soak_seconds > 0:
             print(f"[gateway] soak for {cfg.soak_seconds:g} s", flush=True)
             results["soak"] = soak(gateway, cfg.soak_seconds)
@@ -537,7 +586,8 @@ def main() -> None:
 
     m = results["machine"]
     header = (f"{m['nproc']} cores, {m['cpu']}; Python {m['python']}, tornado {m['tornado']}, pycurl {m['pycurl']} "
-              f"(libcurl {m['libcurl']}); {m['pinning']}; {cfg.duration:g} s per wrk point"
+              f"(libcurl {m['libcurl']}); {m['pinning']}; {cfg.duration:g} s per wrk point, "
+              f"medians of {cfg.rounds} interleaved round{'s' if cfg.rounds > 1 else ''}"
               + (" (--quick)" if cfg.quick else "")
               + f"; other processes used {results['other_load']:.0%} of a core on average during the run")
     report = f"{header}\n\n{table(results, cfg)}\n\n{summary(results, cfg)}\n"
