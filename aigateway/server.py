@@ -8,6 +8,7 @@ import logging
 import signal
 import ssl
 import stat
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,10 @@ async def serve(config_path: str, port: int | None, host: str | None) -> None:
     shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
     scheme = "https" if tls else "http"
     log.info("aigateway listening on %s://%s:%s (config %s)", scheme, shown, bound, config.path)
-    print(f"aigateway listening on {scheme}://{shown}:{bound}", flush=True)
+    # For scripts and service managers; a terminal already shows the log line above, unless the
+    # log level hides it.
+    if not sys.stdout.isatty() or not log.isEnabledFor(logging.INFO):
+        print(f"aigateway listening on {scheme}://{shown}:{bound}", flush=True)
 
     stop, hurry = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
