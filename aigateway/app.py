@@ -45,7 +45,7 @@ class Gateway:
         self.limit_defaults = configured_defaults(config.get)
         self.started_at = time.time()
         self._data_version: int | None = None
-        self._watcher: PeriodicCallback | None = None
+        self._timers: list[PeriodicCallback] = []  # CLI-change polling, stream silence checks
         self.active: set = set()  # relay.Exchange objects in flight
         self.stopping = False  # shutdown begun: new requests get 503 (server.py)
         self.login_throttle = LoginThrottle()  # failed admin logins per IP and user
@@ -56,9 +56,18 @@ class Gateway:
     async def start(self) -> None:
         """Load the key index and start watching the database for CLI changes. Idempotent."""
         await self.reload_clients()
-        if self._watcher is None:
-            self._watcher = PeriodicCallback(self._check_changes, RELOAD_SECONDS * 1000)
-            self._watcher.start()
+        if not self._timers:
+            self._timers = [PeriodicCallback(self._check_changes, RELOAD_SECONDS * 1000),
+                            PeriodicCallback(self._check_silence, 1000)]
+            for timer in self._timers:
+                timer.start()
+
+    def _check_silence(self) -> None:
+        """Cut the streams whose upstream has been silent too long (upstream.Call.check_silence)."""
+        now = time.monotonic()
+        for exchange in list(self.active):
+            if exchange.call is not None:
+                exchange.call.check_silence(now)
 
     async def reload_clients(self) -> None:
         """Rebuild the key index; restore limit counters of new clients and of clients whose
@@ -107,8 +116,8 @@ class Gateway:
 
     def close(self) -> None:
         """Stop watching and flush every queued write. Idempotent."""
-        if self._watcher is not None:
-            self._watcher.stop()
+        for timer in self._timers:
+            timer.stop()
         self.hub.close()
         self.db.close()
 

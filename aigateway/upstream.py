@@ -55,12 +55,25 @@ class Call:
         self._last = 0.0
 
     def cancel(self, reason: GatewayError | None = None) -> None:
-        """Abort the transfer (at libcurl's next progress check: at once while data flows, within a
-        second when the upstream is silent). Without a reason the client left
-        (``run`` raises ClientGone); with one, ``run`` raises it so the client is told why."""
+        """Abort the transfer, at once even while the upstream is silent. Without a reason the client
+        left (``run`` raises ClientGone); with one, ``run`` raises it so the client is told why."""
         self.cancelled = True
         self.reason = self.reason or reason
-        self.resume()  # a paused transfer must run again to reach the progress check that aborts it
+        self._kick()  # libcurl aborts at the progress check this run makes
+
+    def check_silence(self, now: float) -> None:
+        """Cut a stream whose upstream has sent nothing for longer than ``timeout_seconds`` (a stream
+        may last long; what must not last is silence). libcurl calls the progress function only
+        while the transfer moves, so the gateway calls this for every running stream about once a
+        second: one timer for all streams, where libcurl's LOW_SPEED options would re-arm a timer
+        per transfer on every chunk (~35K instructions an event) and average over a window besides."""
+        if not self.stream or self.paused or self.cancelled or not self._ours():
+            return
+        if now - self._last > self.provider.timeout_seconds:
+            what = "stalled" if self._received else "sent nothing"
+            self.cancel(GatewayError(504, ErrorKind.TIMEOUT,
+                                     f"the upstream {what} for {self.provider.timeout_seconds:g}s "
+                                     f"({self.provider.name}: no data in the longest silence allowed)"))
 
     def pause(self) -> None:
         """Stop reading from the upstream until ``resume`` (backpressure from a slow client): the
@@ -81,12 +94,19 @@ class Call:
         """Read from the upstream again. Time spent paused is not upstream silence."""
         if not self.paused:
             return
-        self.paused = False
         self._last = time.monotonic()
+        self._kick()
+
+    def _kick(self) -> None:
+        """Unpause the transfer and make libcurl run it now, so its progress function (which ends
+        every run) sees a cancel even while the upstream is silent: libcurl runs a transfer again
+        when it is unpaused, and only then (8.23 ignores unpausing a transfer that was not paused)."""
+        self.paused = False
         if self._ours():
             try:
+                self._curl.pause(pycurl.PAUSE_RECV)
                 self._curl.pause(pycurl.PAUSE_CONT)
-            except pycurl.error:
+            except pycurl.error:  # the transfer already failed; run() reports it
                 pass
 
     def _ours(self) -> bool:
@@ -119,31 +139,15 @@ class Call:
         self._last = time.monotonic()
         curl.setopt(pycurl.HEADERFUNCTION, self._on_header)  # replaces Tornado's, see _on_header
         curl.setopt(pycurl.NOPROGRESS, 0)
-        curl.setopt(pycurl.XFERINFOFUNCTION, self._progress if self.stream else self._plain_progress)
-        # With a low-speed limit set, libcurl re-checks the transfer every second even when no byte
-        # moves (its speed-check timer), so the function above runs during silence too: that is
-        # what makes a cancel or a stall take effect. The limit itself is only a far backstop.
-        curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)
-        curl.setopt(pycurl.LOW_SPEED_TIME, int(self.provider.timeout_seconds) + 60)
-
-    def _plain_progress(self, *_: int) -> int:
-        return 1 if self.cancelled else 0
+        curl.setopt(pycurl.XFERINFOFUNCTION, self._progress)
 
     def _progress(self, _dltotal: int, dlnow: int, *_: int) -> int:
-        """libcurl calls this at least once a second: abort when cancelled, or when a stream has
-        been silent for longer than ``timeout_seconds`` (a stream may last long; what must not
-        last is silence). libcurl's LOW_SPEED options average over a window, so they fire late."""
+        """libcurl's progress function, called on every run of the transfer: abort when cancelled;
+        note when body bytes last arrived (``check_silence``)."""
         if self.cancelled:
             return 1
-        now = time.monotonic()
-        if dlnow != self._received or self.paused:
-            self._received, self._last = dlnow, now
-        elif now - self._last > self.provider.timeout_seconds:
-            what = "stalled" if dlnow else "sent nothing"
-            self.reason = GatewayError(504, ErrorKind.TIMEOUT,
-                                       f"the upstream {what} for {self.provider.timeout_seconds:g}s "
-                                       f"({self.provider.name}: no data in the longest silence allowed)")
-            return 1
+        if dlnow != self._received:
+            self._received, self._last = dlnow, time.monotonic()
         return 0
 
     async def run(self, on_chunk: Callable[[bytes], None] | None = None) -> bytes:

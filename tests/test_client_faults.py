@@ -77,6 +77,24 @@ def test_disconnect_mid_stream_aborts_the_upstream_at_once_and_charges_what_was_
     assert healthy(gateway)
 
 
+def test_leaving_while_the_upstream_is_silent_aborts_it_at_once(gateway, fake_upstream):
+    """The client hangs up while the upstream says nothing (after the first word, a 10 s stall):
+    libcurl only checks a transfer when bytes move, so the gateway must make it run to abort it.
+    The 499 is recorded right after the hang-up, not at the end of the silence."""
+    key = gateway.add_client("leaver-silent", "fake-openai")
+    path, headers, body = chat_request("openai", key, "one two three #fake:stall=10", True)
+    started = time.monotonic()
+    with httpx.stream("POST", gateway.url + path, headers=headers, json=body, timeout=30) as r:
+        for line in r.iter_lines():
+            if '"content":"Echo' in line:  # the first word is here; silence follows
+                break
+    closed_after = time.monotonic() - started
+    [row] = gateway.wait_log_rows("leaver-silent", 1)
+    assert row["status"] == 499 and row["output_tokens"] >= 1
+    assert row["latency_ms"] / 1000 < closed_after + 0.5, (row["latency_ms"], closed_after)
+    assert healthy(gateway)
+
+
 # -- slow readers
 
 

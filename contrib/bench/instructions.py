@@ -2,7 +2,7 @@
 shared or virtual machine, moves by a few percent at most between runs of the same code, so a
 change worth several percent can be measured before and after.
 
-    python contrib/bench/instructions.py [gateway|bare] [--stream] [--requests N]
+    python contrib/bench/instructions.py [gateway|bare] [--stream | --paced] [--requests N]
 
 Starts the fake upstream and the server under callgrind with instrumentation off, sends a warm-up,
 switches counting on for ``--requests`` sequential requests on one kept-alive connection (c=1, so
@@ -30,7 +30,7 @@ import run  # noqa: E402
 WARM_UP = 30
 
 
-def count(target: str, stream: bool, requests: int) -> float:
+def count(target: str, stream: bool, requests: int, paced: bool = False) -> float:
     """Instructions per request of ``target`` ("gateway" or "bare")."""
     folder = Path(tempfile.mkdtemp(prefix="aigateway-instructions-"))
     valgrind = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={folder}/cg.out"]
@@ -51,7 +51,8 @@ def count(target: str, stream: bool, requests: int) -> float:
         run.start = start
         procs.append(server.proc)
         host, port = server.host_port
-        body = run.chat_body(run.PROMPT + (" #fake:chunks=20" if stream else ""), stream=stream)
+        knobs = " #fake:chunks=20" + (" #fake:delay=0.02" if paced else "") if stream else ""
+        body = run.chat_body(run.PROMPT + knobs, stream=stream)
         conn = http.client.HTTPConnection(host, port, timeout=120)
 
         def one() -> None:
@@ -86,12 +87,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="instructions per request under callgrind")
     parser.add_argument("target", nargs="?", choices=["gateway", "bare"], default="gateway")
     parser.add_argument("--stream", action="store_true", help="20-chunk streams instead of plain requests")
+    parser.add_argument("--paced", action="store_true",
+                        help="20-chunk streams with the chunks 20 ms apart (each relayed alone, as paced streams are)")
     parser.add_argument("--requests", type=int, default=300)
     args = parser.parse_args()
     if not shutil.which("valgrind"):
         sys.exit("valgrind is needed: apt-get install -y valgrind")
-    per = count(args.target, args.stream, args.requests)
-    kind = "20-chunk stream" if args.stream else "plain request"
+    per = count(args.target, args.stream or args.paced, args.requests, args.paced)
+    kind = "paced 20-chunk stream" if args.paced else "20-chunk stream" if args.stream else "plain request"
     print(f"{args.target}: {per / 1e6:.3f} M instructions per {kind} ({args.requests} requests, c=1)")
 
 
