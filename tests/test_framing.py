@@ -170,6 +170,13 @@ def test_whole_event_fast_path_matches_line_by_line_decoding_at_every_split():
             assert got == want, f"split at {i}, {j}"
 
 
+def test_a_one_event_chunk_completes_the_event_under_way_rather_than_starting_its_own():
+    """A chunk that looks like a whole one-line event ends the event whose first lines came before."""
+    assert summary(decode(b"data: first line\n", b"data: second line\n\n")) == [(None, "first line\nsecond line")]
+    assert summary(decode(b"event: text\n", b"data: x\n\n")) == [("text", "x")]
+    assert summary(decode(b"data: {", b'"n":1}\n\n', b'data: {"n":2}\n\n')) == [(None, '{"n":1}'), (None, '{"n":2}')]
+
+
 def test_sse_writers_round_trip_through_the_decoder():
     out = sse(b'{"a":1}') + sse_json({"text": TEXT}, "delta") + sse_json([1, 2])
     assert out.startswith(b'data: {"a":1}\n\nevent: delta\ndata: ')

@@ -35,6 +35,10 @@ class SSEDecoder:
 
     def feed(self, data: bytes) -> list[SSEFrame]:
         """Add bytes; return the events completed by them."""
+        if (data[:6] == b"data: " and data.find(b"\n") == len(data) - 2 and data[-1:] == b"\n"
+                and not self._buf and not self._raw and self.whole_events and b"\r" not in data):
+            # the usual chunk, when nothing is under way: exactly one event of one data line
+            return [SSEFrame(None, data[6:-2].decode("utf-8", "replace"), data)]
         buf = self._buf + data
         frames: list[SSEFrame] = []
         if not self.whole_events or b"\r" in buf:
@@ -49,7 +53,7 @@ class SSEDecoder:
                 break
             self._event_block(buf[start:end].split(b"\n"), buf[start : end + 2], frames)
             start = end + 2
-        self._buf = buf[self._lines(buf, start, frames):]
+        self._buf = buf[self._lines(buf, start, frames):] if start < len(buf) else b""
         return frames
 
     def _lines(self, buf: bytes, start: int, frames: list[SSEFrame], to_event_end: bool = False) -> int:
