@@ -177,6 +177,17 @@ def test_a_one_event_chunk_completes_the_event_under_way_rather_than_starting_it
     assert summary(decode(b"data: {", b'"n":1}\n\n', b'data: {"n":2}\n\n')) == [(None, '{"n":1}'), (None, '{"n":2}')]
 
 
+def test_one_event_chunks_decode_as_line_by_line_decoding_does():
+    """Chunks that are each one event (the one-event fast path), between chunks that are not."""
+    chunks = [b'data: {"n":1}\n\n', b"data: x\n", b"data: y\n\n", b"data: \xff\n\n", b"data: a\r\n\r\n",
+              b"data: b\n\n", b"event: e\n", b"data: c\n\n", b"data: d\n\ndata: e\n\n", b"data: f\n\n"]
+    for order in (chunks, chunks[::-1]):
+        fast, slow = SSEDecoder(), LineByLine()
+        got = [f for c in order for f in fast.feed(c)] + fast.close()
+        want = [f for c in order for f in slow.feed(c)] + slow.close()
+        assert got == want
+
+
 def test_sse_writers_round_trip_through_the_decoder():
     out = sse(b'{"a":1}') + sse_json({"text": TEXT}, "delta") + sse_json([1, 2])
     assert out.startswith(b'data: {"a":1}\n\nevent: delta\ndata: ')
