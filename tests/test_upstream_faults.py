@@ -85,7 +85,10 @@ def healthy_key(keys: dict[str, str]) -> str:
 NETWORK_FAULTS = [
     ("refused", 502, "could not connect to the upstream"),
     ("dns", 502, "could not resolve the upstream host"),
-    ("tls-to-plain-fake", 504, "TCP or TLS handshake"),  # the plain server waits for a request line
+    # The plain server waits for the end of a request head: usually a handshake timeout (504), but a
+    # ClientHello's random bytes (over a kilobyte with a post-quantum key share) sometimes hold a
+    # "\n\n", and the server's plain-HTTP 400 then fails the handshake at once (502).
+    ("tls-to-plain-fake", (502, 504), "TLS handshake"),
     ("tls-to-plain-server", 502, "TLS handshake with the upstream failed"),  # it answers in plain HTTP
     ("silent", 504, "timed out"),  # connected, never a header
 ]
@@ -103,11 +106,12 @@ def test_network_fault_is_a_clean_error_logged_with_its_reason(faulty, keys, hea
     message = clean_error("openai", answer)
     if provider == "silent" and stream:  # no header within the longest silence a stream may have
         reason = f"sent nothing for {TIMEOUT}s"
-    assert answer.status == status and message and reason in message, (answer.status, answer.body)
+    statuses = status if isinstance(status, tuple) else (status,)
+    assert answer.status in statuses and message and reason in message, (answer.status, answer.body)
     assert took < TIMEOUT + 2.5
     assert "sk-fault-provider-key" not in message
     [row] = faulty.wait_log_rows(name, 1)
-    assert (row["status"], row["input_tokens"], row["output_tokens"]) == (status, 0, 0)
+    assert (row["status"], row["input_tokens"], row["output_tokens"]) == (answer.status, 0, 0)
     assert reason in row["error"]
     assert f"client={name} " in log_text(faulty) and reason in log_text(faulty)
     still_serving(faulty, healthy_key)
