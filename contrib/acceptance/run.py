@@ -19,13 +19,10 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
-import re
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -44,7 +41,9 @@ from google.genai import types
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # contrib/procs.py
 import upstream as up  # noqa: E402  (the expected values come from the upstream's own constants)
+from procs import start  # noqa: E402
 
 BACKENDS = ("openai", "anthropic", "gemini", "compat")
 MODELS = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-5-20250929", "gemini": "gemini-2.5-flash",
@@ -91,39 +90,6 @@ def upstream_usage(backend: str, scenario: str) -> Usage:
 # ---------------------------------------------------------------- processes
 
 
-class Proc:
-    def __init__(self, args: list[str], cwd: Path | None = None) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.popen = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True)
-        self.lines: list[str] = []
-        found = threading.Event()
-        self.url = ""
-
-        def pump() -> None:
-            for line in self.popen.stdout:
-                self.lines.append(line)
-                m = re.search(r"listening on (\S+)", line)
-                if m and not self.url:
-                    self.url = m.group(1)
-                    found.set()
-            found.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        found.wait(30)
-        if not self.url:
-            self.stop()
-            raise RuntimeError(f"{args} did not start:\n{''.join(self.lines)}")
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(15)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-
-
 def gateway_cli(config: Path, *args: str) -> dict:
     out = subprocess.run([sys.executable, "-m", "aigateway", *args, "--config", str(config), "--json"],
                          cwd=ROOT, capture_output=True, text=True, check=True)
@@ -135,10 +101,12 @@ class World:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.upstream = Proc([sys.executable, str(HERE / "upstream.py"), "--port", "0"])
+        self.upstream = start("acceptance upstream", [sys.executable, str(HERE / "upstream.py"), "--port", "0"],
+                              timeout=30)
         self.config = folder / "config.yaml"
-        first = Proc([sys.executable, "-m", "aigateway", "run", "--config", str(self.config), "--port", "0",
-                      "--host", "127.0.0.1"], cwd=ROOT)  # first run writes the default config.yaml
+        first = start("gateway (first run)", [sys.executable, "-m", "aigateway", "run", "--config", str(self.config),
+                                              "--port", "0", "--host", "127.0.0.1"], cwd=ROOT, timeout=30)
+        # (the first run writes the default config.yaml)
         first.stop()
         data = yaml.safe_load(self.config.read_text())
         u = self.upstream.url
@@ -159,8 +127,8 @@ class World:
         for key in data["defaults"]["rate_limit"]:  # the run sends ~150 requests a client in a minute
             data["defaults"]["rate_limit"][key] = 0
         self.config.write_text(yaml.safe_dump(data, sort_keys=False))
-        self.gateway = Proc([sys.executable, "-m", "aigateway", "run", "--config", str(self.config), "--port", "0",
-                             "--host", "127.0.0.1"], cwd=ROOT)
+        self.gateway = start("gateway", [sys.executable, "-m", "aigateway", "run", "--config", str(self.config),
+                                         "--port", "0", "--host", "127.0.0.1"], cwd=ROOT, timeout=30)
         names = [*BACKENDS, "badkey-openai", "badkey-anthropic", "badkey-gemini"]
         self.keys = {b: gateway_cli(self.config, "client", "add", "--name", f"acc-{b}", "--provider", f"acc-{b}")
                      ["api_key"] for b in names}

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -41,30 +40,9 @@ from aigateway.db import connect
 from aigateway.usage import UsageRecord
 
 HERE = Path(__file__).resolve().parent
-LISTEN = re.compile(r"listening on (http://\S+)")
+sys.path.insert(0, str(HERE.parent))  # contrib/procs.py
 
-
-def start(args: list[str], cwd: Path, timeout: float = 20) -> tuple[subprocess.Popen, str]:
-    """``python -m aigateway ARGS``; returns the process and the URL it printed."""
-    proc = subprocess.Popen([sys.executable, "-m", "aigateway", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    found: list[str] = []
-    ready = threading.Event()
-
-    def pump() -> None:
-        for line in proc.stdout:  # keep draining so the child never blocks
-            m = LISTEN.search(line)
-            if m and not found:
-                found.append(m.group(1))
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    ready.wait(timeout)
-    if not found:
-        proc.kill()
-        raise SystemExit(f"{args[0]} did not start")
-    return proc, found[0]
+from procs import start  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float | None:
@@ -230,7 +208,9 @@ def main() -> None:
     load_fn = run_wrk if use_wrk else run_asyncio
 
     folder = Path(tempfile.mkdtemp(prefix="aigw-bench-"))
-    upstream, upstream_url = start(["fake-upstream", "--port", "0", "--host", "127.0.0.1"], folder)
+    upstream = start("fake upstream", [sys.executable, "-m", "aigateway", "fake-upstream", "--port", "0",
+                                       "--host", "127.0.0.1"], cwd=folder, timeout=20)
+    upstream_url = upstream.url
     gateway = None
     try:
         data = default_data()
@@ -249,7 +229,9 @@ def main() -> None:
         conn.close()
         cookie = f"{sessions.COOKIE}={sessions.make_session(config).decode()}"
         hub_cost(config_path, args.dashboards, 1000)
-        gateway, url = start(["run", "--config", str(config_path), "--port", "0", "--host", "127.0.0.1"], folder)
+        gateway = start("gateway", [sys.executable, "-m", "aigateway", "run", "--config", str(config_path), "--port",
+                                    "0", "--host", "127.0.0.1"], cwd=folder, timeout=20)
+        url = gateway.url
         body = json.dumps({"model": "gpt-4o", "stream": args.stream,
                            "messages": [{"role": "user", "content": "Say hello to the benchmark, please."}]})
         load_fn(url, key, body, 2, args.connections)  # warm up: connections, caches, the key index
@@ -281,11 +263,7 @@ def main() -> None:
     finally:
         for proc in (gateway, upstream):
             if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                proc.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 
