@@ -4,32 +4,36 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tornado.web
 from tornado.ioloop import PeriodicCallback
 
-from aigateway import clients, upstream, usage
-from aigateway.admin import LoginThrottle
+from aigateway import api, clients, upstream, usage
+from aigateway.admin import dashboard, handlers
+from aigateway.admin.handlers import StaticHandler
+from aigateway.admin.login import LoginThrottle
 from aigateway.config import Config
 from aigateway.db import Database
 from aigateway.hub import Hub
 from aigateway.keys import KeyIndex
 from aigateway.limits import Limiter, configured_defaults
+from aigateway.listing import ListingCache
 from aigateway.logs import log_request
 from aigateway.usage import UsageRecord
+from aigateway.web import NotFoundHandler
+
+if TYPE_CHECKING:
+    from aigateway.relay import Exchange
 
 log = logging.getLogger("aigateway")
 
 
-def _static_dir() -> Path:
-    """The admin UI's files: the copy a ``pip install .`` puts inside the package (setup.cfg maps
-    top-level static/ to aigateway/static), else the source checkout's top-level static/."""
-    here = Path(__file__).resolve().parent
-    return here / "static" if (here / "static").is_dir() else here.parent / "static"
-
-
-STATIC_DIR = _static_dir()
+PACKAGE_DIR = Path(__file__).resolve().parent
+STATIC_DIR = PACKAGE_DIR / "static"  # the admin UI's scripts, styles and icon, served at /static/
+TEMPLATE_DIR = PACKAGE_DIR / "templates"  # its pages (Tornado templates), rendered, never served raw
 RELOAD_SECONDS = 0.25  # CLI changes reach the running server this fast: one cheap PRAGMA each time
 
 
@@ -46,11 +50,11 @@ class Gateway:
         self.started_at = time.time()
         self._data_version: int | None = None
         self._timers: list[PeriodicCallback] = []  # CLI-change polling, stream silence checks
-        self.active: set = set()  # relay.Exchange objects in flight
-        self.stopping = False  # shutdown begun: new requests get 503 (server.py)
+        self._in_flight: set[Exchange] = set()
+        self._stopping = False
         self.login_throttle = LoginThrottle()  # failed admin logins per IP and user
         self.hub = Hub(self)  # live dashboards
-        self.model_lists: dict[tuple[str, str, str], tuple[float, list[str]]] = {}  # models.py's cache
+        self.listings = ListingCache()  # upstream model lists
         upstream.configure(int(config.get("server.max_upstream_connections")))
 
     async def start(self) -> None:
@@ -62,10 +66,33 @@ class Gateway:
             for timer in self._timers:
                 timer.start()
 
+    # -- requests in flight
+    def track(self, exchange: Exchange) -> None:
+        """A request began (the relay calls this): it counts as in flight until ``untrack``."""
+        self._in_flight.add(exchange)
+        self.hub.request_started(exchange)
+
+    def untrack(self, exchange: Exchange) -> None:
+        self._in_flight.discard(exchange)
+
+    @property
+    def in_flight(self) -> Collection[Exchange]:
+        """The requests under way (a view: change it with ``track`` and ``untrack``)."""
+        return self._in_flight
+
+    @property
+    def stopping(self) -> bool:
+        """Shutdown has begun: new requests get 503 (``stop_accepting``)."""
+        return self._stopping
+
+    def stop_accepting(self) -> None:
+        """Begin the shutdown drain (server.py): requests in flight go on, new ones are refused."""
+        self._stopping = True
+
     def _check_silence(self) -> None:
         """Cut the streams whose upstream has been silent too long (upstream.Call.check_silence)."""
         now = time.monotonic()
-        for exchange in list(self.active):
+        for exchange in list(self._in_flight):
             if exchange.call is not None:
                 exchange.call.check_silence(now)
 
@@ -96,7 +123,7 @@ class Gateway:
         rebuilt from the request log rather than started afresh."""
         old, self.config = self.config, config
         self.limit_defaults = configured_defaults(config.get)
-        self.model_lists.clear()
+        self.listings.clear()
         logging.getLogger().setLevel(str(config.get("logging.level")).upper())
         if config.get("defaults.timezone") != old.get("defaults.timezone"):
             self.limiter.tz = config.timezone
@@ -111,8 +138,9 @@ class Gateway:
             log.exception("reloading clients failed")
 
     def record(self, rec: UsageRecord) -> None:
-        """Hand a finished request to the writer thread; never blocks the request path."""
+        """Hand a finished request to the writer thread and the dashboards; never blocks."""
         self.db.put(rec)
+        self.hub.request_finished(rec)
 
     def close(self) -> None:
         """Stop watching and flush every queued write. Idempotent."""
@@ -122,19 +150,28 @@ class Gateway:
         self.db.close()
 
 
-def make_app(gateway: Gateway) -> tornado.web.Application:
-    from aigateway.handlers import admin, api, ws
-    from aigateway.handlers.base import NotFoundHandler
+class GatewayApp(tornado.web.Application):
+    """The Tornado application, carrying the Gateway that handlers reach through a typed property."""
 
-    return tornado.web.Application(
-        api.routes + admin.routes + ws.routes,
-        gateway=gateway,
-        log_function=log_request,
-        default_handler_class=NotFoundHandler,
-        static_path=str(STATIC_DIR),
-        static_handler_class=admin.StaticHandler,
+    def __init__(self, gateway: Gateway, handlers: list) -> None:
+        super().__init__(handlers, **_settings(gateway))
+        self.gateway = gateway
+
+
+def _settings(gateway: Gateway) -> dict:
+    return {
+        "log_function": log_request,
+        "default_handler_class": NotFoundHandler,
+        "static_path": str(STATIC_DIR),
+        "static_handler_class": StaticHandler,
+        "template_path": str(TEMPLATE_DIR),
         # The admin UI's XSRF cookie (checked by AdminHandler.prepare only: the client API is cookie-free).
-        xsrf_cookie_kwargs={"path": "/admin", "samesite": "Strict",
-                            "secure": bool(gateway.config.get("server.https.enabled"))},
-        compress_response=False,
-    )
+        "xsrf_cookie_kwargs": {"path": "/admin", "samesite": "Strict",
+                               "secure": bool(gateway.config.get("server.https.enabled"))},
+        "compress_response": False,
+    }
+
+
+def make_app(gateway: Gateway) -> GatewayApp:
+    """The application: the client API's routes, then the admin UI's (each module's route table)."""
+    return GatewayApp(gateway, api.routes + handlers.routes + dashboard.routes)

@@ -111,7 +111,7 @@ def client_command(args: argparse.Namespace) -> None:
     config = load(args.config)
     conn = connect(config.resolve("database.path"))
     providers = list(config.providers)
-    fields = {k: getattr(args, k, None) for k in ("provider", "system_prompt", "base_url")}
+    fields: dict[str, Any] = {k: getattr(args, k, None) for k in ("provider", "system_prompt", "base_url")}
     fields.update({limit.field: getattr(args, limit.field, None) for limit in LIMITS})
     fields["default_model"] = getattr(args, "model", None)
     action = args.action

@@ -85,7 +85,7 @@ def create(conn: sqlite3.Connection, name: str, provider: str, key_type: str = "
                            tuple(values.values()))
     except sqlite3.IntegrityError:
         raise ClientError(f"name: a client named {name!r} already exists") from None
-    return find(conn, cur.lastrowid), key
+    return find(conn, cur.lastrowid or 0), key
 
 
 def update(conn: sqlite3.Connection, ref: str | int, providers: list[str] | None = None,

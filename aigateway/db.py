@@ -117,7 +117,7 @@ class Database:
         for kind, items in records.items():
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                kind.write(conn, items)
+                kind.write(conn, items)  # type: ignore[attr-defined]  # a record class (put's contract)
                 conn.execute("COMMIT")
             except sqlite3.Error:
                 log.exception("could not store %d %s records", len(items), kind.__name__)

@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from tornado.ioloop import PeriodicCallback
@@ -271,7 +271,7 @@ class Hub:
                 self._latency.append((ended, latency, ttft))
         while len(self._latency) > SAMPLES_MAX:
             self._latency.popleft()
-        for ex in self.gw.active:  # in flight before the first dashboard came
+        for ex in self.gw.in_flight:  # in flight before the first dashboard came
             self._seq += 1
             self._live[id(ex.record)] = (self._seq, ex)
         keys = data["keys"]
@@ -299,7 +299,9 @@ class Hub:
                 self._seq += 1
                 self._live[key] = (self._seq, ex)
                 added.append(self._active_entry(self._seq, ex))
-        removed, rows, buckets = [], [], set()
+        removed: list[int] = []
+        rows: list[dict] = []
+        buckets: set[tuple[int, str]] = set()
         shown = len(finished) - RECENT_MAX  # under heavy load a frame carries only the newest rows
         for i, rec in enumerate(finished):
             live = self._live.pop(id(rec), None)
@@ -312,10 +314,10 @@ class Hub:
                 self.recent.append(row)
                 rows.append(row)
         for key, (live_id, ex) in list(self._live.items()):
-            if ex not in self.gw.active:  # ended without its hook (it failed before): do not show it forever
+            if ex not in self.gw.in_flight:  # ended without its hook (it failed before): do not show it forever
                 del self._live[key]
                 removed.append(live_id)
-        messages = []
+        messages: list[dict[str, Any]] = []
         if initial:  # the snapshot each first frame carries already shows all of it
             self._expire(now)
             self._stats = self._compute_stats(now)
@@ -390,8 +392,8 @@ class Hub:
             "input_tokens_today": tokens_in, "output_tokens_today": tokens_out,
             "requests_per_minute": count,
             "error_rate": round(failed / count, 4) if count else 0.0,
-            "active": len(self.gw.active),
-            "active_streams": sum(1 for ex in self.gw.active if ex.record.stream),
+            "active": len(self.gw.in_flight),
+            "active_streams": sum(1 for ex in self.gw.in_flight if ex.record.stream),
             "latency_p50_ms": _percentile(latencies, 0.5), "latency_p95_ms": _percentile(latencies, 0.95),
             "ttft_p50_ms": _percentile(ttfts, 0.5), "ttft_p95_ms": _percentile(ttfts, 0.95),
         }

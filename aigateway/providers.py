@@ -1,4 +1,5 @@
-"""Provider types as data: which wire format each speaks, where, and how it authenticates.
+"""Provider types as data: which wire format each speaks and where (how it takes its key is the
+format's: ``UPSTREAM_AUTH`` and ``UPSTREAM_HEADERS`` of its codec).
 
 A new OpenAI-compatible provider is one row of ``PROVIDER_TYPES``; a vendor's quirks are fields
 of its row, never code in a format module.
@@ -9,26 +10,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from aigateway.formats import FORMATS
+from aigateway.formats.contract import Codec
+
 
 @dataclass(frozen=True, slots=True)
 class ProviderType:
     format: str  # key of formats.FORMATS
     base_url: str  # official endpoint; "" means the user must give one
-    auth: str | None  # header that carries the key: "bearer", "x-api-key", "x-goog-api-key"
-    headers: tuple[tuple[str, str], ...] = ()
-    stream_usage: bool = True  # accepts stream_options.include_usage (Mistral rejects it: protocols §9.2)
+    stream_usage: bool = True  # accepts stream_options.include_usage (Mistral's API rejects the field)
     max_tokens_field: str = "max_tokens"
 
 
 PROVIDER_TYPES: dict[str, ProviderType] = {
-    "openai": ProviderType("openai", "https://api.openai.com/v1", "bearer", max_tokens_field="max_completion_tokens"),
-    "mistral": ProviderType("openai", "https://api.mistral.ai/v1", "bearer", stream_usage=False),
-    "ollama": ProviderType("openai", "http://localhost:11434/v1", "bearer"),
-    "lmstudio": ProviderType("openai", "http://localhost:1234/v1", "bearer"),
-    "openai_compatible": ProviderType("openai", "", "bearer"),
-    "anthropic": ProviderType("anthropic", "https://api.anthropic.com", "x-api-key",
-                              (("anthropic-version", "2023-06-01"),)),
-    "gemini": ProviderType("gemini", "https://generativelanguage.googleapis.com", "x-goog-api-key"),
+    "openai": ProviderType("openai", "https://api.openai.com/v1", max_tokens_field="max_completion_tokens"),
+    "mistral": ProviderType("openai", "https://api.mistral.ai/v1", stream_usage=False),
+    "ollama": ProviderType("openai", "http://localhost:11434/v1"),
+    "lmstudio": ProviderType("openai", "http://localhost:1234/v1"),
+    "openai_compatible": ProviderType("openai", ""),
+    "anthropic": ProviderType("anthropic", "https://api.anthropic.com"),
+    "gemini": ProviderType("gemini", "https://generativelanguage.googleapis.com"),
 }
 
 
@@ -66,13 +67,18 @@ class Provider:
     def kind(self) -> ProviderType:
         return PROVIDER_TYPES[self.type]
 
+    @property
+    def codec(self) -> Codec:
+        """The wire format this provider speaks."""
+        return FORMATS[self.kind.format]
+
     def headers(self) -> dict[str, str]:
         """Upstream request headers: rebuilt from config, never copied from the client."""
-        kind = self.kind
-        out = {"Content-Type": "application/json", **dict(kind.headers)}
+        codec = self.codec
+        out = {"Content-Type": "application/json", **dict(codec.UPSTREAM_HEADERS)}
         if self.api_key:
-            if kind.auth == "bearer":
+            if codec.UPSTREAM_AUTH == "bearer":
                 out["Authorization"] = f"Bearer {self.api_key}"
-            elif kind.auth:
-                out[kind.auth] = self.api_key
+            else:
+                out[codec.UPSTREAM_AUTH] = self.api_key
         return out

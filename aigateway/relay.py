@@ -1,6 +1,12 @@
 """The one pipeline every inbound API goes through: authenticate, resolve provider and model,
 apply the client's policy, translate (or patch, when formats match), call the upstream, relay
-the answer back in the client's format, and account for it — whatever happens."""
+the answer back in the client's format, and account for it — whatever happens.
+
+Two passages carry a request and its answer between the client's format and the upstream's:
+``PassThrough`` when both are the same (the body is patched, the upstream's bytes go back as they
+came, the decoder only taps them for usage) and ``Translation`` otherwise (decode to the neutral
+model, encode in the other format). ``Exchange`` runs either the same way.
+"""
 
 from __future__ import annotations
 
@@ -8,125 +14,125 @@ import logging
 import re
 import secrets
 import time
-from types import ModuleType
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from tornado.httputil import HTTPServerRequest
-from tornado.ioloop import IOLoop
 
+from aigateway import neutral
 from aigateway.formats import FORMATS
+from aigateway.formats.contract import Codec, Counting, StreamDecoding, StreamEncoding
 from aigateway.limits import Headroom, LimitExceeded, Reservation, duration, effective_limits
-from aigateway.model import (
-    ChatRequest,
-    ChatResponse,
-    ErrorKind,
-    Finish,
-    GatewayError,
-    Policy,
-    ReasoningDelta,
-    ReasoningPart,
-    Route,
-    Start,
-    StreamError,
-    TextDelta,
-    TextPart,
-    ToolCallDelta,
-    ToolCallPart,
-    ToolCallStart,
-    Usage,
-    UsageReport,
-    invalid,
-)
 from aigateway.providers import Provider
+from aigateway.tokens import estimate_input, estimate_tokens, tokens_for_chars
 from aigateway.upstream import Call, ClientGone
-from aigateway.usage import UsageRecord, estimate_input, estimate_tokens, tokens_for_chars
+from aigateway.usage import UsageRecord
 
 if TYPE_CHECKING:
     from aigateway.app import Gateway
 
 log = logging.getLogger("aigateway.relay")
 ERROR_BODY_MAX = 64 * 1024
-# Tornado buffers writes to a client without limit. Past this many unsent bytes the relay stops
-# reading from the upstream until the client has caught up (backpressure); past the hard bound,
-# or when the client takes no byte for the provider's timeout, the stream is cut.
-CLIENT_BUFFER_MAX = 1024 * 1024
-CLIENT_BUFFER_HARD = 4 * CLIENT_BUFFER_MAX
-RESUME_POLL_SECONDS = 0.05
 # Client input the codecs did not anticipate (a list where a dict belongs...) is the client's error.
 _SHAPE_ERRORS = (TypeError, KeyError, ValueError, AttributeError, IndexError, RecursionError)
 # Model names reach upstream URLs (Gemini's /models/{model}:generateContent): no path or query tricks.
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+\-]{0,255}", re.ASCII)
-_CONTENT = (TextDelta, ToolCallStart, ToolCallDelta, ReasoningDelta)
+_CONTENT = (neutral.TextDelta, neutral.ToolCallStart, neutral.ToolCallDelta, neutral.ReasoningDelta)
+
+
+class Upstream(Protocol):
+    """What a sink may do to the upstream transfer feeding it (``upstream.Call`` provides it)."""
+
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
+    def cancel(self, reason: neutral.GatewayError | None = None) -> None: ...
 
 
 class Sink(Protocol):
-    """What the relay needs of a request handler (a Tornado RequestHandler provides it)."""
+    """The client's side of an exchange (``api.ClientStream`` over a Tornado handler)."""
 
     request: HTTPServerRequest
 
-    def set_status(self, status: int) -> None: ...
-    def set_header(self, name: str, value: Any) -> None: ...
-    def write(self, chunk: bytes) -> None: ...
-    def flush(self) -> Any: ...
-    def finish(self) -> Any: ...
-    def client_closed(self) -> bool: ...
-    def write_gateway_error(self, err: GatewayError) -> None: ...
-    def pending_bytes(self) -> int: ...
-    def close_connection(self) -> None: ...
-    def send_promptly(self) -> None: ...
-    def watch_unread(self, timeout: float, on_stuck: Any = None) -> None: ...
+    @property
+    def started(self) -> bool: ...  # a stream's headers are out: errors must now go in-band
+    def closed(self) -> bool: ...
+    def set_header(self, name: str, value: str) -> None: ...
+    def answer(self, body: bytes) -> None: ...  # a whole JSON answer, status 200
+    def error(self, err: neutral.GatewayError) -> None: ...  # a whole error answer in the route's format
+    def start_stream(self, content_type: str, upstream: Upstream, timeout: float,
+                     on_too_slow: Callable[[int], None], client: str) -> None: ...
+    def send(self, data: bytes) -> None: ...  # stream bytes, with backpressure on ``upstream``
+    def end(self) -> None: ...
+    def drain(self, timeout: float) -> None: ...  # the exchange is over: drop a client that reads nothing
+
+
+# -- authentication and policy
+
+def _key_sources() -> tuple[str, ...]:
+    """Where clients put their key, from every codec's ``CLIENT_KEYS``: the bearer header first,
+    then named headers, then query parameters (a query string is the easiest to leak)."""
+    sources = dict.fromkeys(source for codec in FORMATS.values() for source in codec.CLIENT_KEYS)
+    return tuple(sorted(sources, key=lambda s: (s != "bearer", s.startswith("?"))))
+
+
+KEY_SOURCES = _key_sources()
 
 
 def client_key(request: HTTPServerRequest) -> str | None:
     """The gateway key from whichever header or query parameter the client's SDK uses."""
-    auth = request.headers.get("Authorization", "")
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip() or None
-    key = request.headers.get("x-api-key") or request.headers.get("x-goog-api-key")
-    if key:
-        return key.strip()
-    values = request.query_arguments.get("key")
-    return values[0].decode("utf-8", "replace") if values else None
+    for source in KEY_SOURCES:
+        if source == "bearer":
+            auth = request.headers.get("Authorization", "")
+            if auth[:7].lower() == "bearer ":
+                return auth[7:].strip() or None
+        elif source[0] == "?":
+            values = request.query_arguments.get(source[1:])
+            if values:
+                return values[0].decode("utf-8", "replace")
+        elif key := request.headers.get(source):
+            return key.strip()
+    return None
 
 
-def authenticate(gw: Gateway, request: HTTPServerRequest) -> dict:
+def authenticate(gw: Gateway, request: HTTPServerRequest) -> Mapping[str, Any]:
     """The client behind the request's key: 401 when unknown, 403 when disabled."""
     key = client_key(request)
     if not key:
-        raise GatewayError(401, ErrorKind.AUTHENTICATION,
-                           "Missing API key: send it as 'Authorization: Bearer <key>' (or x-api-key, x-goog-api-key).")
+        raise neutral.GatewayError(401, neutral.ErrorKind.AUTHENTICATION,
+                                   "Missing API key: send it as 'Authorization: Bearer <key>' "
+                                   "(or x-api-key, x-goog-api-key).")
     client = gw.keys.lookup(key)
     if client is None:
-        raise GatewayError(401, ErrorKind.AUTHENTICATION, "Invalid API key.")
+        raise neutral.GatewayError(401, neutral.ErrorKind.AUTHENTICATION, "Invalid API key.")
     if not client["enabled"]:
-        raise GatewayError(403, ErrorKind.PERMISSION, "This API key's client is disabled.")
+        raise neutral.GatewayError(403, neutral.ErrorKind.PERMISSION, "This API key's client is disabled.")
     return client
 
 
-def provider_of(gw: Gateway, client: dict) -> Provider:
+def provider_of(gw: Gateway, client: Mapping[str, Any]) -> Provider:
     provider = gw.config.providers.get(client["provider"])
     if provider is None:
-        raise GatewayError(500, ErrorKind.SERVER,
-                           f"client {client['name']!r} uses provider {client['provider']!r}, which is not configured")
+        raise neutral.GatewayError(500, neutral.ErrorKind.SERVER, f"client {client['name']!r} uses provider "
+                                   f"{client['provider']!r}, which is not configured")
     return provider
 
 
-def resolve_model(requested: str | None, client: dict, provider: Provider) -> str:
+def resolve_model(requested: str | None, client: Mapping[str, Any], provider: Provider) -> str:
     """Request model, else the client's default, else the provider's; checked against allowed_models."""
     model = requested or client["default_model"] or provider.default_model
     if not model:
-        raise invalid("model: no model given and no default configured", "model")
+        raise neutral.invalid("model: no model given and no default configured", "model")
     if not isinstance(model, str) or not _MODEL_NAME.fullmatch(model) or ".." in model.split("/"):
-        raise invalid("model: not a valid model name (letters, digits and . _ : / @ + - only)", "model")
+        raise neutral.invalid("model: not a valid model name (letters, digits and . _ : / @ + - only)", "model")
     if provider.allowed_models and model not in provider.allowed_models:
-        raise GatewayError(404, ErrorKind.NOT_FOUND,
-                           f"The model '{model}' is not available to this client. "
-                           f"Available: {', '.join(provider.allowed_models)}.", param="model")
+        raise neutral.GatewayError(404, neutral.ErrorKind.NOT_FOUND,
+                                   f"The model '{model}' is not available to this client. "
+                                   f"Available: {', '.join(provider.allowed_models)}.", param="model")
     return model
 
 
-def apply_policy(req: ChatRequest, policy: Policy) -> None:
+def apply_policy(req: neutral.ChatRequest, policy: neutral.Policy) -> None:
     """The translation path's equivalent of a format's ``patch_request``."""
     req.model = policy.model
     if policy.system:
@@ -140,23 +146,23 @@ def parse_body(raw: bytes) -> dict:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise invalid(f"The request body is not valid JSON ({exc.args[0].split(':')[0]}).") from None
+        raise neutral.invalid(f"The request body is not valid JSON ({exc.args[0].split(':')[0]}).") from None
     if not isinstance(body, dict):
-        raise invalid("The request body must be a JSON object.")
+        raise neutral.invalid("The request body must be a JSON object.")
     return body
 
 
-def decode_guarded(decode: Any, *args: Any) -> Any:
+def decode_guarded(decode: Callable[..., Any], *args: Any) -> Any:
     """Run a codec's request-side function on client input: a shape it did not anticipate is a
     400 naming the problem, never a 500 (logged, so a codec gap is still visible)."""
     try:
         return decode(*args)
-    except GatewayError:
+    except neutral.GatewayError:
         raise
     except _SHAPE_ERRORS as exc:
         log.warning("refused a request the codec could not read: %s: %s", type(exc).__name__, exc)
-        raise invalid(f"The request body has an unexpected shape ({type(exc).__name__}: "
-                      f"{str(exc)[:200]}).") from None
+        raise neutral.invalid(f"The request body has an unexpected shape ({type(exc).__name__}: "
+                              f"{str(exc)[:200]}).") from None
 
 
 def upstream_body(out: dict) -> bytes:
@@ -167,59 +173,180 @@ def upstream_body(out: dict) -> bytes:
     except TypeError as exc:
         if "ecursion" not in str(exc):
             raise
-        raise invalid("The request body is nested too deeply to forward (at most 254 levels).") from None
+        raise neutral.invalid("The request body is nested too deeply to forward (at most 254 levels).") from None
 
 
-def _retry_after(call: Call) -> float | None:
-    value = call.headers.get("retry-after")
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
+def scrub(err: neutral.GatewayError, key: str) -> neutral.GatewayError:
+    """An upstream's error message may quote the gateway's provider key back: never pass it on."""
+    if len(key) >= 4 and key in err.message:
+        err.message = err.message.replace(key, "[redacted]")
+    return err
 
+
+def fill_ids(resp: neutral.ChatResponse | neutral.Start, prefix: str, model: str) -> None:
+    """Ids and timestamps a codec may lack (codecs never read clocks or make randomness)."""
+    resp.id = resp.id or prefix + secrets.token_hex(12)
+    resp.created = resp.created or int(time.time())
+    resp.model = resp.model or model
+
+
+# -- the two passages
+
+Unit = tuple[Sequence[neutral.Event], Any]  # events decoded from the upstream, and what renders them
+
+
+class PassThrough:
+    """Client and upstream speak one format: the client's body is patched in place (so fields the
+    gateway does not model survive), and the upstream's answer goes back as it came; the stream
+    decoder runs only as a tap for usage, finish and errors."""
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = self.upstream = codec
+        self.decoder: StreamDecoding | None = None
+        self.encoder: StreamEncoding | None = None
+
+    def request(self, body: dict, req: neutral.ChatRequest, policy: neutral.Policy,
+                route: neutral.Route) -> tuple[str, dict]:
+        return self.codec.patch_request(body, policy, route)
+
+    def answer(self, raw: bytes, resp: neutral.ChatResponse, req: neutral.ChatRequest) -> bytes:
+        return raw
+
+    def open_stream(self, req: neutral.ChatRequest, route: neutral.Route) -> StreamEncoding:
+        self.decoder = self.codec.StreamDecoder()
+        self.encoder = self.codec.StreamEncoder(req, route)
+        return self.encoder
+
+    def feed(self, chunk: bytes) -> list[Unit]:
+        return [(events, frame) for frame, events in self.decoder.frames(chunk)]  # type: ignore[union-attr]
+
+    def close(self) -> list[Unit]:
+        """What the decoder held back when the upstream ended: tapped, not relayed (it is no frame)."""
+        return [(self.decoder.close(), None)]  # type: ignore[union-attr]
+
+    def render(self, unit: Any, events: Sequence[neutral.Event]) -> bytes:
+        return b"" if unit is None else self.encoder.relay(unit, list(events))  # type: ignore[union-attr]
+
+
+class Translation:
+    """Client and upstream speak different formats: through the neutral model both ways."""
+
+    def __init__(self, client: Codec, upstream: Codec) -> None:
+        self.client, self.upstream = client, upstream
+        self.decoder: StreamDecoding | None = None
+        self.encoder: StreamEncoding | None = None
+
+    def request(self, body: dict, req: neutral.ChatRequest, policy: neutral.Policy,
+                route: neutral.Route) -> tuple[str, dict]:
+        apply_policy(req, policy)
+        return self.upstream.encode_request(req, policy)
+
+    def answer(self, raw: bytes, resp: neutral.ChatResponse, req: neutral.ChatRequest) -> bytes:
+        fill_ids(resp, self.client.ID_PREFIX, req.model or "")
+        return orjson.dumps(self.client.encode_response(resp, req))
+
+    def open_stream(self, req: neutral.ChatRequest, route: neutral.Route) -> StreamEncoding:
+        self.decoder = self.upstream.StreamDecoder()
+        self.encoder = self.client.StreamEncoder(req, route)
+        return self.encoder
+
+    def feed(self, chunk: bytes) -> list[Unit]:
+        return [((event,), event) for event in self.decoder.feed(chunk)]  # type: ignore[union-attr]
+
+    def close(self) -> list[Unit]:
+        return [((event,), event) for event in self.decoder.close()]  # type: ignore[union-attr]
+
+    def render(self, unit: Any, events: Sequence[neutral.Event]) -> bytes:
+        return self.encoder.encode(unit)  # type: ignore[union-attr]
+
+
+Passage = PassThrough | Translation
+
+
+def passage_for(client: Codec, upstream: Codec) -> Passage:
+    return PassThrough(client) if client is upstream else Translation(client, upstream)
+
+
+class Meter:
+    """What an answer delivered, as it goes by: its first content (time to first token), the
+    upstream's usage reports, whether it finished, how it failed, and the characters sent (for an
+    estimate when the upstream reports no usage)."""
+
+    __slots__ = ("ttft", "usage", "start_usage", "finished", "failed", "out_chars", "key", "id_prefix", "model")
+
+    def __init__(self, id_prefix: str) -> None:
+        self.ttft: float | None = None
+        self.usage: neutral.Usage | None = None
+        self.start_usage: neutral.Usage | None = None
+        self.finished = False
+        self.failed: neutral.GatewayError | None = None
+        self.out_chars = 0
+        self.key = ""  # the provider key, scrubbed from upstream errors
+        self.id_prefix, self.model = id_prefix, ""
+
+    def observe(self, events: Sequence[neutral.Event]) -> None:
+        for ev in events:
+            if isinstance(ev, _CONTENT):
+                if self.ttft is None:
+                    self.ttft = time.monotonic()
+                if isinstance(ev, (neutral.TextDelta, neutral.ReasoningDelta)):
+                    self.out_chars += len(ev.text)
+                elif isinstance(ev, neutral.ToolCallDelta):
+                    self.out_chars += len(ev.args)
+                else:
+                    self.out_chars += len(ev.name)
+            elif isinstance(ev, neutral.UsageReport):
+                self.usage = ev.usage
+            elif isinstance(ev, neutral.Finish):
+                self.finished = True
+            elif isinstance(ev, neutral.Start):
+                fill_ids(ev, self.id_prefix, self.model)
+                self.start_usage = ev.usage
+            elif isinstance(ev, neutral.StreamError):
+                self.failed = scrub(ev.error, self.key)
+
+    def observe_response(self, resp: neutral.ChatResponse) -> None:
+        self.usage = resp.usage
+        self.out_chars = sum(len(p.text) if isinstance(p, (neutral.TextPart, neutral.ReasoningPart)) else
+                             len(p.arguments) + len(p.name) if isinstance(p, neutral.ToolCallPart) else 0
+                             for p in resp.parts)
+        self.finished = True
+
+
+# -- one request
 
 class Exchange:
-    """One chat request from arrival to its usage record."""
+    """One chat request from arrival to its usage record. ``connect`` makes the upstream call
+    (``upstream.Call``; the pipeline tests give a stand-in that plays recorded bytes)."""
 
-    def __init__(self, gw: Gateway, sink: Sink, fmt: ModuleType, route: Route) -> None:
-        self.gw = gw
-        self.sink = sink
-        self.fmt = fmt
-        self.route = route
+    def __init__(self, gw: Gateway, sink: Sink, fmt: Codec, route: neutral.Route,
+                 connect: Callable[..., Call] = Call) -> None:
+        self.gw, self.sink, self.fmt, self.route, self.connect = gw, sink, fmt, route, connect
         self.t0 = time.monotonic()
         self.record = UsageRecord(None, "", fmt.NAME)
+        self.meter = Meter(fmt.ID_PREFIX)
         self.call: Call | None = None
-        self.started = False  # response headers sent: errors must now go in-band
-        self.ttft: float | None = None
-        self.usage: Usage | None = None
-        self.start_usage: Usage | None = None
-        self.finished = False
-        self.failed: GatewayError | None = None
-        self.out_chars = 0
         self.input_estimate = 0
         self.reservation: Reservation | None = None
         self.limits: dict[str, int] | None = None  # the client's effective limits, once authenticated
-        self.encoder: Any = None  # the client's StreamEncoder, once streaming
-        self._holding = False  # the upstream is paused until the client drains what it was sent
+        self.encoder: StreamEncoding | None = None  # the client's, once streaming
 
     async def run(self, raw: bytes) -> None:
-        self.gw.active.add(self)
-        self.gw.hub.request_started(self)
+        self.gw.track(self)
         try:
             await self._run(raw)
-        except GatewayError as err:
+        except neutral.GatewayError as err:
             self._fail(err)
         except ClientGone:
             self._client_left()
         except Exception:  # a gateway bug: the client still gets a clean error, in-band if streaming
             log.exception("request failed inside the gateway")
-            self._fail(GatewayError(500, ErrorKind.SERVER, "Internal error in the gateway."))
+            self._fail(neutral.GatewayError(500, neutral.ErrorKind.SERVER, "Internal error in the gateway."))
         finally:
-            self._holding = False
-            self.gw.active.discard(self)
+            self.gw.untrack(self)
             self._account()
             # Whatever is still unsent: a client that takes none of it for this long is dropped.
-            self.sink.watch_unread(self.call.provider.timeout_seconds if self.call else 60.0)
+            self.sink.drain(self.call.provider.timeout_seconds if self.call else 60.0)
 
     async def _run(self, raw: bytes) -> None:
         client = authenticate(self.gw, self.sink.request)
@@ -231,29 +358,26 @@ class Exchange:
         provider = provider_of(self.gw, client)
         self.record.provider = provider.name
         kind = provider.kind
-        policy = Policy(resolve_model(req.model, client, provider), client["system_prompt"] or None,
-                        stream_usage=kind.stream_usage, max_tokens_field=kind.max_tokens_field)
-        self.record.model = policy.model
+        policy = neutral.Policy(resolve_model(req.model, client, provider), client["system_prompt"] or None,
+                                stream_usage=kind.stream_usage, max_tokens_field=kind.max_tokens_field)
+        self.record.model = self.meter.model = policy.model
         self.input_estimate = decode_guarded(estimate_input, req) + estimate_tokens(policy.system or "")
         policy.max_tokens = self._admit(client["id"], self.limits, req.params.max_tokens)
-        upstream = FORMATS[kind.format]
+        passage = passage_for(self.fmt, provider.codec)
         try:
-            if upstream is self.fmt:
-                path, out = decode_guarded(self.fmt.patch_request, body, policy, self.route)
-            else:
-                apply_policy(req, policy)
-                path, out = decode_guarded(upstream.encode_request, req, policy)
+            path, out = decode_guarded(passage.request, body, req, policy, self.route)
             payload = upstream_body(out)
-        except GatewayError:  # refused after all: the request never counted
-            self.gw.limiter.release(self.reservation, time.time())
+        except neutral.GatewayError:  # refused after all: the request never counted
+            self.gw.limiter.release(self.reservation, time.time())  # type: ignore[arg-type]
             self.record.admitted = False
             raise
         self._ratelimit_headers()
-        self.call = Call(provider, client["base_url"] or provider.base_url, path, payload, stream=req.stream)
+        self.meter.key = provider.api_key
+        self.call = self.connect(provider, client["base_url"] or provider.base_url, path, payload, stream=req.stream)
         if req.stream:
-            await self._stream(req, upstream, policy)
+            await self._stream(self.call, passage, req)
         else:
-            await self._plain(req, upstream, policy)
+            await self._plain(self.call, passage, req)
 
     def _admit(self, client_id: int, limits: dict[str, int], asked_output: int | None) -> int | None:
         """Check and count the client's limits; returns the output cap to send upstream."""
@@ -265,44 +389,23 @@ class Exchange:
         self.record.admitted = True
         return self.reservation.max_output
 
-    # -- plain responses
-    async def _plain(self, req: ChatRequest, upstream: ModuleType, policy: Policy) -> None:
-        call = self.call
+    async def _plain(self, call: Call, passage: Passage, req: neutral.ChatRequest) -> None:
         body = await call.run()
         if call.status >= 400:
-            raise self._upstream_error(upstream, body)
+            raise self._upstream_error(call, passage.upstream, body)
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
-            raise GatewayError(502, ErrorKind.UPSTREAM,
-                               f"the upstream sent a response that is not JSON (HTTP {call.status})") from None
+            raise neutral.GatewayError(502, neutral.ErrorKind.UPSTREAM, "the upstream sent a response that is "
+                                       f"not JSON (HTTP {call.status})") from None
         if not isinstance(parsed, dict):
-            raise GatewayError(502, ErrorKind.UPSTREAM, "the upstream sent an unexpected response")
-        resp = upstream.decode_response(parsed)
-        self.usage = resp.usage
-        self.out_chars = _chars(resp)
-        self.finished = True
-        if upstream is self.fmt:
-            out = body
-        else:
-            self._fill_ids(resp, policy)
-            out = orjson.dumps(self.fmt.encode_response(resp, req))
-        self.sink.set_header("Content-Type", "application/json")
-        self.sink.write(out)
-        self.sink.finish()
+            raise neutral.GatewayError(502, neutral.ErrorKind.UPSTREAM, "the upstream sent an unexpected response")
+        resp = passage.upstream.decode_response(parsed)
+        self.meter.observe_response(resp)
+        self.sink.answer(passage.answer(body, resp, req))
 
-    def _fill_ids(self, resp: ChatResponse | Start, policy: Policy) -> None:
-        """Ids and timestamps a codec may lack (codecs never read clocks or make randomness)."""
-        resp.id = resp.id or self.fmt.ID_PREFIX + secrets.token_hex(12)
-        resp.created = resp.created or int(time.time())
-        resp.model = resp.model or policy.model
-
-    # -- streams
-    async def _stream(self, req: ChatRequest, upstream: ModuleType, policy: Policy) -> None:
-        call = self.call
-        decoder = upstream.StreamDecoder()
-        encoder = self.encoder = self.fmt.StreamEncoder(req, self.route)
-        same = upstream is self.fmt
+    async def _stream(self, call: Call, passage: Passage, req: neutral.ChatRequest) -> None:
+        self.encoder = passage.open_stream(req, self.route)
         error_body = bytearray()
 
         def on_chunk(chunk: bytes) -> None:
@@ -310,150 +413,85 @@ class Exchange:
                 if len(error_body) < ERROR_BODY_MAX:
                     error_body.extend(chunk)
                 return
-            items = decoder.frames(chunk) if same else decoder.feed(chunk)
-            if call.cancelled:  # aborted: nothing more goes to the client, but what arrived is accounted
-                self._tap([ev for _, evs in items for ev in evs] if same else items, policy)
-                return
-            self._relay(items, encoder, same, policy)
+            self._relay(passage, passage.feed(chunk))
 
         await call.run(on_chunk)
         if call.status >= 400 or call.status == 0:
-            raise self._upstream_error(upstream, bytes(error_body))
-        closing = decoder.close()  # a last event the upstream did not terminate
-        if same:
-            self._tap(closing, policy)
-        else:
-            self._relay(closing, encoder, False, policy)
-        if not self.finished and self.failed is None:
-            self.failed = GatewayError(502, ErrorKind.UPSTREAM, "the upstream stream ended before it finished")
-            self._emit(encoder.encode(StreamError(self.failed)), encoder)
-        self._emit(encoder.close(), encoder)
-        if not self.sink.client_closed():
-            self.sink.finish()
+            raise self._upstream_error(call, passage.upstream, bytes(error_body))
+        self._relay(passage, passage.close())  # a last event the upstream did not terminate
+        meter = self.meter
+        if not meter.finished and meter.failed is None:
+            meter.failed = neutral.GatewayError(502, neutral.ErrorKind.UPSTREAM,
+                                                "the upstream stream ended before it finished")
+            self._emit(self.encoder.encode(neutral.StreamError(meter.failed)))
+        self._emit(self.encoder.close())
+        if not self.sink.closed():
+            self.sink.end()
 
-    def _relay(self, items: list, encoder: Any, same: bool, policy: Policy) -> None:
-        """Pass decoded upstream events (or, on the fast path, raw frames) to the client."""
-        out = []
-        if same:
-            for frame, events in items:
-                if self.failed is not None:  # the stream already ended with an error event
-                    break
-                self._tap(events, policy)
-                # An error is re-encoded, not relayed: the frame may be the malformed data behind it.
-                out.append(encoder.relay(frame, events) if self.failed is None
-                           else encoder.encode(StreamError(self.failed)))
-        else:
-            for event in items:
-                self._tap((event,), policy)
-                out.append(encoder.encode(event))
-        self._emit(b"".join(out), encoder)
+    def _relay(self, passage: Passage, units: list[Unit]) -> None:
+        """Tap each unit of upstream events and pass it on; once the stream failed, the client gets
+        the error event (never the frame that may be the malformed data behind it) and nothing more.
+        A cancelled call's units are only tapped: what arrived is accounted, nothing is sent."""
+        meter, out = self.meter, []
+        cancelled = self.call is not None and self.call.cancelled
+        for events, unit in units:
+            if meter.failed is not None:
+                break
+            meter.observe(events)
+            if cancelled:
+                continue
+            if meter.failed is None:
+                out.append(passage.render(unit, events))
+            else:
+                out.append(self.encoder.encode(neutral.StreamError(meter.failed)))
+        self._emit(b"".join(out))
 
-    def _tap(self, events: Any, policy: Policy) -> None:
-        for ev in events:
-            if isinstance(ev, _CONTENT):
-                if self.ttft is None:
-                    self.ttft = time.monotonic()
-                if isinstance(ev, (TextDelta, ReasoningDelta)):
-                    self.out_chars += len(ev.text)
-                elif isinstance(ev, ToolCallDelta):
-                    self.out_chars += len(ev.args)
-                else:
-                    self.out_chars += len(ev.name)
-            elif isinstance(ev, UsageReport):
-                self.usage = ev.usage
-            elif isinstance(ev, Finish):
-                self.finished = True
-            elif isinstance(ev, Start):
-                self._fill_ids(ev, policy)
-                self.start_usage = ev.usage
-            elif isinstance(ev, StreamError):
-                self.failed = self._scrub(ev.error)
-
-    def _emit(self, data: bytes, encoder: Any) -> None:
+    def _emit(self, data: bytes) -> None:
         if not data:
             return
-        if self.sink.client_closed():
-            self.call.cancel()
+        sink = self.sink
+        if sink.closed():
+            self.call.cancel()  # type: ignore[union-attr]
             return
-        if not self.started:
-            self.started = True
-            self.sink.set_status(200)
-            self.sink.set_header("Content-Type", encoder.content_type)
-            self.sink.set_header("Cache-Control", "no-store")
-            self.sink.set_header("X-Accel-Buffering", "no")
-            self.sink.send_promptly()
-        self.sink.write(data)
-        self.sink.flush()
-        if self.sink.pending_bytes() > CLIENT_BUFFER_MAX:
-            self._backpressure()
-
-    # -- slow clients
-    def _backpressure(self) -> None:
-        """The client reads slower than the upstream writes. Pause the upstream until the client
-        has taken most of what it was sent; a client that takes nothing for the provider's
-        timeout, or lets the hard bound fill, is cut off."""
-        pending = self.sink.pending_bytes()
-        if pending > CLIENT_BUFFER_HARD:
-            self._too_slow(pending)
-            self.sink.close_connection()
-            return
-        self.call.pause()
-        if not self._holding:
-            self._holding = True
-            log.debug("client %s reads slowly (%d bytes unsent): upstream paused", self.record.client_name, pending)
-            self.sink.watch_unread(self.call.provider.timeout_seconds, self._too_slow)
-            IOLoop.current().call_later(RESUME_POLL_SECONDS, self._maybe_resume)
-
-    def _maybe_resume(self) -> None:
-        # Polled while paused: Tornado's flush futures cannot say when a given write is out (a
-        # later write takes over the connection's future), its IOStream's byte count can.
-        if not self._holding:
-            return
-        if self.sink.pending_bytes() > CLIENT_BUFFER_MAX // 4:
-            IOLoop.current().call_later(RESUME_POLL_SECONDS, self._maybe_resume)
-            return
-        self._holding = False
-        self.call.resume()
+        if not sink.started:
+            call = self.call
+            sink.start_stream(self.encoder.content_type, call, call.provider.timeout_seconds,  # type: ignore
+                              self._too_slow, self.record.client_name)
+        sink.send(data)
 
     def _too_slow(self, unsent: int) -> None:
-        """Record a client that stopped reading and abort the upstream (the caller drops the socket)."""
+        """Record a client that stopped reading and abort the upstream (the sink drops the socket)."""
         self.record.status = 499
         self.record.error = f"client too slow: {unsent} bytes sent to it were still unread; stream cut"
-        self.call.cancel()
+        self.call.cancel()  # type: ignore[union-attr]
 
     # -- errors and accounting
-    def _upstream_error(self, upstream: ModuleType, body: bytes) -> GatewayError:
-        err = self._scrub(upstream.decode_error(self.call.status or 502, body))
+    def _upstream_error(self, call: Call, upstream: Codec, body: bytes) -> neutral.GatewayError:
+        err = scrub(upstream.decode_error(call.status or 502, body), call.provider.api_key)
         if err.retry_after is None:
-            err.retry_after = _retry_after(self.call)
-        return err
-
-    def _scrub(self, err: GatewayError) -> GatewayError:
-        """An upstream's error message may quote the gateway's provider key back: never pass it on."""
-        key = self.call.provider.api_key if self.call is not None else ""
-        if len(key) >= 4 and key in err.message:
-            err.message = err.message.replace(key, "[redacted]")
+            err.retry_after = _retry_after(call)
         return err
 
     def abort(self) -> None:
         """End this exchange early (shutdown grace period over): the client gets a clean error."""
         if self.call is not None:
-            self.call.cancel(GatewayError(503, ErrorKind.OVERLOADED, "the gateway is shutting down"))
+            self.call.cancel(neutral.GatewayError(503, neutral.ErrorKind.OVERLOADED, "the gateway is shutting down"))
 
-    def _fail(self, err: GatewayError) -> None:
-        self.failed = err
-        if self.sink.client_closed():
+    def _fail(self, err: neutral.GatewayError) -> None:
+        self.meter.failed = err
+        sink = self.sink
+        if sink.closed():
             return
-        if self.started:  # headers are gone: report in-band, then end the stream cleanly
-            self.sink.write(self.encoder.encode(StreamError(err)) + self.encoder.close())
-            self.sink.finish()
+        if sink.started:  # headers are gone: report in-band, then end the stream cleanly
+            sink.send(self.encoder.encode(neutral.StreamError(err)) + self.encoder.close())  # type: ignore
+            sink.end()
         else:
             if self.limits is not None:  # an authenticated client's every answer says where its limits stand
                 self._ratelimit_headers()
-            self.sink.write_gateway_error(err)
+            sink.error(err)
 
     def _ratelimit_headers(self) -> None:
-        room = self.gw.limiter.headroom(self.record.client_id, self.limits, time.time())
+        room = self.gw.limiter.headroom(self.record.client_id, self.limits, time.time())  # type: ignore[arg-type]
         for name, value in ratelimit_headers(room).items():
             self.sink.set_header(name, value)
 
@@ -462,30 +500,31 @@ class Exchange:
         close as soon as they have what they need (openai-python at ``[DONE]``, which the fast path
         relays before the upstream's own end; openai-python and google-genai at an in-band error
         event), so a finished and accounted answer stays a 200 and an upstream failure keeps its status."""
-        if self.record.status == 200 and self.failed is None and not (self.finished and self.usage is not None):
+        meter = self.meter
+        if self.record.status == 200 and meter.failed is None and not (meter.finished and meter.usage is not None):
             self.record.status, self.record.error = 499, "client closed the connection"
 
     def _account(self) -> None:
-        rec = self.record
+        rec, meter = self.record, self.meter
         rec.latency_ms = (time.monotonic() - self.t0) * 1000
-        if self.ttft is not None:
-            rec.ttft_ms = (self.ttft - self.t0) * 1000
-        if self.failed is not None and rec.status == 200:
-            rec.status = self.failed.status
-            rec.error = self.failed.message[:500]
+        if meter.ttft is not None:
+            rec.ttft_ms = (meter.ttft - self.t0) * 1000
+        if meter.failed is not None and rec.status == 200:
+            rec.status = meter.failed.status
+            rec.error = meter.failed.message[:500]
         if self.call is not None and self.call.cancelled:
             self._client_left()
-        usage = self.usage
+        usage = meter.usage
         if usage is not None:
             rec.input_tokens, rec.output_tokens, rec.cached_tokens = (
                 usage.input_tokens, usage.output_tokens, usage.cached_tokens)
-        elif self.out_chars or self.finished:
+        elif meter.out_chars or meter.finished:
             # No usage from the upstream (cut stream, or a server that reports none): estimate.
             # An answer that never became one (an HTML page, malformed data, a failure before any
             # content) costs nothing.
-            start = self.start_usage
+            start = meter.start_usage
             rec.input_tokens = start.input_tokens if start and start.input_tokens else self.input_estimate
-            rec.output_tokens = tokens_for_chars(self.out_chars)
+            rec.output_tokens = tokens_for_chars(meter.out_chars)
             rec.estimated = True
         if self.reservation is not None:
             self.gw.limiter.settle(self.reservation, rec.input_tokens, rec.output_tokens, time.time())
@@ -493,24 +532,33 @@ class Exchange:
             log.info("request failed: client=%s provider=%s model=%s status=%s error=%s",
                      rec.client_name, rec.provider, rec.model, rec.status, rec.error)
         self.gw.record(rec)
-        self.gw.hub.request_finished(rec)
+
+
+def _retry_after(call: Call) -> float | None:
+    value = call.headers.get("retry-after")
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 _RATE_LIMITS = ("rpm", "rph", "rpd")
 
 
-def limit_error(exc: LimitExceeded, room: Headroom) -> GatewayError:
+def limit_error(exc: LimitExceeded, room: Headroom) -> neutral.GatewayError:
     """A 429 naming the limit hit and when it resets. The per-request caps never reset, so
     retrying is pointless: ``x-should-retry: false`` stops the SDKs' automatic retries."""
     rate = exc.limit in _RATE_LIMITS
     headers = ratelimit_headers(room)
     if exc.retry_after:
-        message = f"{'Rate limit' if rate else 'Quota'} exceeded: {exc.message}; resets in {duration(exc.retry_after)}."
+        message = (f"{'Rate limit' if rate else 'Quota'} exceeded: {exc.message}; "
+                   f"resets in {duration(exc.retry_after)}.")
     else:
         message = f"Request too large for this client: {exc.message}."
         headers["x-should-retry"] = "false"
-    return GatewayError(429, ErrorKind.RATE_LIMIT if rate else ErrorKind.QUOTA, message, param=exc.limit,
-                        retry_after=exc.retry_after or None, limit=exc.limit, headers=headers)
+    return neutral.GatewayError(429, neutral.ErrorKind.RATE_LIMIT if rate else neutral.ErrorKind.QUOTA, message,
+                                param=exc.limit, retry_after=exc.retry_after or None, limit=exc.limit,
+                                headers=headers)
 
 
 def ratelimit_headers(room: Headroom) -> dict[str, str]:
@@ -527,12 +575,7 @@ def ratelimit_headers(room: Headroom) -> dict[str, str]:
     return out
 
 
-def _chars(resp: ChatResponse) -> int:
-    return sum(len(p.text) if isinstance(p, (TextPart, ReasoningPart)) else
-               len(p.arguments) + len(p.name) if isinstance(p, ToolCallPart) else 0 for p in resp.parts)
-
-
-async def count_tokens(gw: Gateway, sink: Sink, fmt: ModuleType, route: Route, raw: bytes) -> None:
+async def count_tokens(gw: Gateway, sink: Sink, fmt: Counting, route: neutral.Route, raw: bytes) -> None:
     """count_tokens / countTokens: the gateway's own estimate (the one its limits use), with the
     client's system prompt included; free, so it is neither limited nor logged."""
     try:
@@ -541,9 +584,7 @@ async def count_tokens(gw: Gateway, sink: Sink, fmt: ModuleType, route: Route, r
         provider_of(gw, client)
         system = client["system_prompt"] or ""
         tokens = decode_guarded(estimate_input, req) + (estimate_tokens(system) if system else 0)
-    except GatewayError as err:
-        sink.write_gateway_error(err)
+    except neutral.GatewayError as err:
+        sink.error(err)
         return
-    sink.set_header("Content-Type", "application/json")
-    sink.write(orjson.dumps(fmt.encode_count(tokens)))
-    sink.finish()
+    sink.answer(orjson.dumps(fmt.encode_count(tokens)))

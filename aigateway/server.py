@@ -173,17 +173,17 @@ async def shut_down(gateway: Gateway, server: HTTPServer, grace: float, hurry: a
     accounted); close every connection; flush usage records to the database."""
     loop = asyncio.get_running_loop()
     server.stop()
-    gateway.stopping = True
-    log.info("shutting down: no new connections; waiting up to %gs for %d requests", grace, len(gateway.active))
+    gateway.stop_accepting()
+    log.info("shutting down: no new connections; waiting up to %gs for %d requests", grace, len(gateway.in_flight))
     deadline = loop.time() + grace
-    while gateway.active and loop.time() < deadline and not hurry.is_set():
+    while gateway.in_flight and loop.time() < deadline and not hurry.is_set():
         await asyncio.sleep(0.05)
-    cut = list(gateway.active)
+    cut = list(gateway.in_flight)
     for exchange in cut:  # past the grace period: end them cleanly, still accounted
         exchange.abort()
     deadline = loop.time() + CLOSE_SECONDS
     # Let the last bytes (an answer's end, or the "shutting down" error event) reach the clients.
-    while (gateway.active or _writing(server)) and loop.time() < deadline:
+    while (gateway.in_flight or _writing(server)) and loop.time() < deadline:
         await asyncio.sleep(0.05)
     try:
         await asyncio.wait_for(server.close_all_connections(), CLOSE_SECONDS)

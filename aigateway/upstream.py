@@ -11,7 +11,7 @@ from tornado.curl_httpclient import CurlError
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.httputil import HTTPHeaders
 
-from aigateway.model import ErrorKind, GatewayError
+from aigateway.neutral import ErrorKind, GatewayError
 from aigateway.providers import Provider
 
 USER_AGENT = "aigateway"

@@ -1,5 +1,5 @@
 """Usage accounting: the request-log record every request ends as, the daily counters it adds
-to, and the token estimate used when an upstream reports no usage."""
+to, and the reports read from them."""
 
 from __future__ import annotations
 
@@ -12,41 +12,6 @@ from functools import lru_cache
 from typing import Any
 
 from aigateway.limits import Limiter, configured_defaults, effective_limits
-from aigateway.model import ChatRequest, ImagePart, TextPart, ToolCallPart, ToolResultPart
-
-CHARS_PER_TOKEN = 4
-TOKENS_PER_MESSAGE = 3
-TOKENS_PER_IMAGE = 85
-
-
-def tokens_for_chars(chars: int) -> int:
-    """A fast, provider-independent estimate: one token per four characters, rounded up.
-    Real tokenizers average 3.5-4.5 characters per token on English text."""
-    return -(-chars // CHARS_PER_TOKEN)
-
-
-def estimate_tokens(text: str) -> int:
-    return tokens_for_chars(len(text))
-
-
-def estimate_input(req: ChatRequest) -> int:
-    """Input tokens of a request by the same rule, plus a small overhead per message and image."""
-    chars = sum(len(s) for s in req.system)
-    images = 0
-    for msg in req.messages:
-        for p in msg.parts:
-            if isinstance(p, TextPart):
-                chars += len(p.text)
-            elif isinstance(p, ToolResultPart):
-                chars += len(p.content)
-            elif isinstance(p, ToolCallPart):
-                chars += len(p.name) + len(p.arguments)
-            elif isinstance(p, ImagePart):
-                images += 1
-    for tool in req.tools:
-        chars += len(tool.name) + len(tool.description or "") + len(str(tool.parameters or ""))
-    return (tokens_for_chars(chars) + TOKENS_PER_MESSAGE * (len(req.messages) + len(req.system))
-            + TOKENS_PER_IMAGE * images)
 
 
 def day_of(ts: float) -> str:
@@ -143,13 +108,13 @@ def window_counts(conn: sqlite3.Connection, minute: float, hour: float, day: flo
     return {row[0]: tuple(int(v or 0) for v in row[1:]) for row in rows}
 
 
-def report(conn: sqlite3.Connection, client: Mapping[str, Any], config: Any, days: int = 1) -> dict:
+def report(conn: sqlite3.Connection, client: Mapping[str, Any] | sqlite3.Row, config: Any, days: int = 1) -> dict:
     """A client's counters, limits and remaining quota as stored (what ``client usage`` prints)."""
     limiter = Limiter(config.timezone)
     now = time.time()
     minute, hour, day = limiter.window_starts(now)
     counts = window_counts(conn, minute, hour, day).get(client["id"], (0, 0, 0, 0, 0))
-    limits = effective_limits(client, configured_defaults(config.get))
+    limits = effective_limits(dict(client), configured_defaults(config.get))
     used = {"rpm": counts[0], "rph": counts[1], "rpd": counts[2], "daily_requests": counts[2],
             "daily_input_tokens": counts[3], "daily_output_tokens": counts[4]}
     out = {name: {"limit": limits[name], "used": value,

@@ -13,10 +13,10 @@ import openai
 import pytest
 from conftest import ADMIN_PASSWORD, AdminClient, GatewayServer, admin_overrides, eventually
 
-from aigateway import admin as admin_ops
 from aigateway import usage
+from aigateway.admin import handlers as admin_handlers
+from aigateway.admin import login, service
 from aigateway.db import connect
-from aigateway.handlers import admin as admin_handlers
 
 SECRET = "sk-admin-test-provider-key-never-shown-4242"
 CONFTEST_KEYS = ("sk-upstream-openai-secret", "sk-ant-upstream-secret", "gemini-upstream-secret")
@@ -137,7 +137,7 @@ def test_static_files_carry_the_security_headers(admin_gateway: GatewayServer):
 
 
 def test_login_throttle_counts_per_ip_and_per_user():
-    throttle = admin_ops.LoginThrottle()
+    throttle = login.LoginThrottle()
     for i in range(5):
         throttle.failed(("ip:10.0.0.1", "user:admin"), 1000.0 + i)
     assert throttle.retry_after(("ip:10.0.0.9", "user:admin"), 1010.0) == pytest.approx(50.0)  # the user, any IP
@@ -363,7 +363,7 @@ def test_scrub_removes_configured_keys_from_any_text(admin_gateway: GatewayServe
 
     cfg = load(admin_gateway.config, announce=False)
     text = 'upstream said: "Incorrect API key provided: sk-upstream-openai-secret"'
-    assert admin_ops.scrub(text, cfg) == 'upstream said: "Incorrect API key provided: ••••"'
+    assert service.scrub(text, cfg) == 'upstream said: "Incorrect API key provided: ••••"'
 
 
 # -- settings

@@ -1,4 +1,5 @@
-"""The admin UI's files ship inside the package: a non-editable install serves them."""
+"""The admin UI's files ship inside the package (``aigateway/static`` served at /static/,
+``aigateway/templates`` rendered): a non-editable install serves them, and never a template's source."""
 
 from __future__ import annotations
 
@@ -15,14 +16,18 @@ from conftest import start_process
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_every_package_directory_is_listed_in_setup_cfg():
-    """setup.cfg lists packages by hand (to map static/ in): a new subpackage must be added there."""
+PACKAGE = ROOT / "aigateway"
+
+
+def test_setup_cfg_ships_every_admin_file():
+    """setup.cfg finds the packages and ships the UI's files by pattern: every file of static/ and
+    templates/ matches one of the patterns (a new kind of file must be added there)."""
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
-    listed = set(cfg["options"]["packages"].split())
-    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "aigateway").rglob("__init__.py")}
-    assert found <= listed, f"add to setup.cfg [options] packages: {sorted(found - listed)}"
-    assert "aigateway.static" in listed
+    assert "package_dir" not in cfg["options"]
+    patterns = [p.strip() for p in cfg["options.package_data"]["aigateway"].split(",")]
+    for path in [*(PACKAGE / "static").iterdir(), *(PACKAGE / "templates").iterdir()]:
+        assert any(path.relative_to(PACKAGE).match(p) for p in patterns), f"not shipped: {path}"
 
 
 @pytest.mark.timeout(300)
@@ -34,14 +39,15 @@ def test_a_non_editable_install_serves_the_admin_pages(tmp_path, monkeypatch):
     for name in ("setup.cfg", "pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     ignore = shutil.ignore_patterns("__pycache__")
-    shutil.copytree(ROOT / "aigateway", source / "aigateway", ignore=ignore)
-    shutil.copytree(ROOT / "static", source / "static", ignore=ignore)
+    shutil.copytree(PACKAGE, source / "aigateway", ignore=ignore)
     site = tmp_path / "site"
     out = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
                           str(source)], capture_output=True, text=True, timeout=240)
     assert out.returncode == 0, out.stderr
     installed = site / "aigateway" / "static"
-    assert sorted(p.name for p in installed.iterdir()) == sorted(p.name for p in (ROOT / "static").iterdir())
+    for folder in ("static", "templates"):
+        assert (sorted(p.name for p in (site / "aigateway" / folder).iterdir())
+                == sorted(p.name for p in (PACKAGE / folder).iterdir())), folder
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -55,9 +61,12 @@ def test_a_non_editable_install_serves_the_admin_pages(tmp_path, monkeypatch):
         login = httpx.get(proc.url + "/admin")
         assert login.status_code == 200 and "Log in" in login.text
         assert "default-src 'self'" in login.headers["Content-Security-Policy"]
-        for name in ("api.js", "login.js", "clients.js", "style.css"):
-            served = httpx.get(f"{proc.url}/static/{name}")
-            assert served.status_code == 200 and served.content == (ROOT / "static" / name).read_bytes(), name
+        for path in (PACKAGE / "static").iterdir():
+            served = httpx.get(f"{proc.url}/static/{path.name}")
+            assert served.status_code == 200 and served.content == path.read_bytes(), path.name
+        for path in (PACKAGE / "templates").iterdir():  # rendered into pages, never sent as source
+            assert httpx.get(f"{proc.url}/static/{path.name}").status_code == 404, path.name
+            assert httpx.get(f"{proc.url}/static/../templates/{path.name}").status_code == 404, path.name
         page = httpx.get(proc.url + "/admin/clients")
         assert page.status_code == 302 and page.headers["Location"].startswith("/admin?next=")
     finally:

@@ -14,7 +14,7 @@ import openai
 import pytest
 from conftest import ADMIN_PASSWORD, ADMIN_USER, GatewayServer, admin_overrides
 
-from aigateway import sessions
+from aigateway.admin import sessions
 from aigateway.config import load
 
 SECOND = 1000  # ms: how soon a finished request must show
@@ -103,6 +103,16 @@ def test_dashboard_live_then_reconnects_after_restart(browser: Any, server: Gate
     assert chart_pixels(page) != pixels
     assert page.locator('#log tr[data-client="dash-live"]').first.locator("td").nth(8).inner_text() == "yes"
 
+    # The last minute's figures: two successes so far, then one failure (1 in 3); the latency and
+    # time-to-first-token percentiles count the successes only, and show numbers.
+    assert page.inner_text("#s-error_rate") == "0.0%"
+    with pytest.raises(openai.InternalServerError):
+        sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "fail #fake:status=500"}])
+    wait_shown(page, "dash-live", 3, 3, 3)
+    page.wait_for_function("() => document.getElementById('s-error_rate').textContent === '33.3%'", timeout=SECOND)
+    for figure in ("latency_p50_ms", "latency_p95_ms", "ttft_p50_ms", "ttft_p95_ms"):
+        assert float(page.inner_text(f"#s-{figure}")) > 0, figure
+
     # Restart (what GatewayServer.restart does, with a look in between): "disconnected", then
     # back by itself with a fresh snapshot that still has the history.
     port = int(server.url.rsplit(":", 1)[1])
@@ -112,7 +122,7 @@ def test_dashboard_live_then_reconnects_after_restart(browser: Any, server: Gate
     server.start(port)
     page.wait_for_function("() => document.getElementById('conn').dataset.state === 'live'"
                            " && document.body.dataset.snapshots === '2'", timeout=15 * SECOND)
-    wait_shown(page, "dash-live", 2, 2, 2)
-    sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "after the restart"}])
     wait_shown(page, "dash-live", 3, 3, 3)
+    sdk.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "after the restart"}])
+    wait_shown(page, "dash-live", 4, 4, 4)
     assert not problems, problems

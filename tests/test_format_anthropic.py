@@ -15,7 +15,7 @@ from pydantic import TypeAdapter
 
 from aigateway.formats import anthropic as fmt
 from aigateway.formats.framing import SSEDecoder, SSEFrame
-from aigateway.model import (
+from aigateway.neutral import (
     ChatRequest,
     ChatResponse,
     ErrorKind,

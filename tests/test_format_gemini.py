@@ -12,7 +12,7 @@ from google.genai import models as genai_models
 from google.genai import types
 
 from aigateway.formats import gemini
-from aigateway.model import (
+from aigateway.neutral import (
     ChatRequest,
     ChatResponse,
     ErrorKind,

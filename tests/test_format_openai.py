@@ -17,7 +17,7 @@ from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from aigateway.formats import openai as codec
-from aigateway.model import (
+from aigateway.neutral import (
     ChatRequest,
     ChatResponse,
     ErrorKind,

@@ -18,7 +18,7 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 from aigateway import hub as hub_module
-from aigateway import sessions
+from aigateway.admin import sessions
 from aigateway.app import Gateway
 from aigateway.config import load
 from aigateway.usage import UsageRecord
@@ -179,8 +179,7 @@ def test_snapshot_warms_from_sqlite_counting_each_record_once(run_with_gateway, 
         hub, real_read, gate = gw.hub, gw.db.read, threading.Event()
 
         def finish(rec: UsageRecord) -> None:  # what the relay does at the end of _account
-            gw.record(rec)
-            hub.request_finished(rec)
+            gw.record(rec)  # to the writer and, through its hook, to the hub
 
         async def read_later(fn):
             for i in range(during // 2):
@@ -212,6 +211,31 @@ def test_snapshot_warms_from_sqlite_counting_each_record_once(run_with_gateway, 
     run_with_gateway(scenario)
 
 
+def test_last_minute_figures_error_rate_and_percentiles(run_with_gateway) -> None:
+    """The counters a dashboard shows for the last minute, computed from known records: 20 requests
+    of which 5 failed (error rate 0.25); the percentiles are nearest-rank over the 15 successful
+    ones only (latencies 10..150 ms: p50 80, p95 150; TTFTs 1..15 ms: p50 8, p95 15): the slow
+    failures are left out."""
+
+    async def scenario(gw: Gateway) -> None:
+        hub, socket = gw.hub, FakeSocket()
+        hub.add(socket)
+        await until(lambda: socket.frames)
+        now = time.time()
+        for i in range(15):
+            hub.request_finished(record(ts=now - 1, latency_ms=10.0 * (15 - i), ttft_ms=float(15 - i)))
+        for _ in range(5):
+            hub.request_finished(record(ts=now - 1, status=502, latency_ms=5000.0, ttft_ms=4000.0))
+        await until(lambda: socket.messages("stats/update"))
+        stats = socket.messages("stats/update")[-1]["payload"]
+        assert stats["requests_per_minute"] == 20
+        assert stats["error_rate"] == 0.25
+        assert (stats["latency_p50_ms"], stats["latency_p95_ms"]) == (80.0, 150.0)
+        assert (stats["ttft_p50_ms"], stats["ttft_p95_ms"]) == (8.0, 15.0)
+
+    run_with_gateway(scenario)
+
+
 def test_requests_in_flight_come_and_go(run_with_gateway) -> None:
     class Ex:  # what the hub reads of a relay.Exchange
         def __init__(self, rec: UsageRecord) -> None:
@@ -220,18 +244,17 @@ def test_requests_in_flight_come_and_go(run_with_gateway) -> None:
     async def scenario(gw: Gateway) -> None:
         hub, socket = gw.hub, FakeSocket()
         early = Ex(record(1, stream=True, client_name="early"))
-        gw.active.add(early)  # in flight before the dashboard opened
+        gw.track(early)  # in flight before the dashboard opened
         hub.add(socket)
         await until(lambda: socket.frames)
         assert [a["client"] for a in socket.frames[0][0]["payload"]["active"]] == ["early"]
         late = Ex(record(2, stream=True, client_name="late"))
-        gw.active.add(late)
-        hub.request_started(late)
+        gw.track(late)  # the relay's hook: the hub hears of it
         await until(lambda: socket.messages("active/add"))
         assert socket.messages("active/add")[0]["payload"][0]["client"] == "late"
         assert socket.messages("stats/update")[-1]["payload"]["active_streams"] == 2
         for ex in (early, late):
-            gw.active.discard(ex)
+            gw.untrack(ex)
             hub.request_finished(ex.record)
         await until(lambda: socket.messages("active/remove"))
         assert len(socket.messages("active/remove")[0]["payload"]) == 2

@@ -5,51 +5,33 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 
+from aigateway import neutral
+from aigateway.formats.contract import CHAT, COUNT_TOKENS, MODELS, Endpoint
 from aigateway.formats.framing import FrameDecoder, JSONArrayEncoder, SSEDecoder, SSEFrame, sse
-from aigateway.model import (
-    ChatRequest,
-    ChatResponse,
-    ErrorKind,
-    Event,
-    Finish,
-    FinishReason,
-    GatewayError,
-    ImagePart,
-    Message,
-    Params,
-    Policy,
-    ReasoningDelta,
-    ReasoningPart,
-    ResponseFormat,
-    Route,
-    Start,
-    StreamError,
-    TextDelta,
-    TextPart,
-    Tool,
-    ToolCallDelta,
-    ToolCallPart,
-    ToolCallStart,
-    ToolChoice,
-    ToolResultPart,
-    Usage,
-    UsageReport,
-    error_text,
-    fold,
-    invalid,
-    json_object,
-    retry_seconds,
-    upstream_error,
-)
 
 NAME = "gemini"
 ID_PREFIX = ""  # Gemini responseIds are bare tokens
 MODELS_PATH = "/v1beta/models?pageSize=1000"  # the default page is 50; a page may still hold fewer (§4.7)
+# The model and the method are in the path (``%3A`` is an escaped colon), under /v1beta/ and /v1/.
+_METHOD = r"/(v1beta|v1)/models/([^/:]+?)(?::|%3A)"
+ENDPOINTS = (
+    Endpoint(_METHOD + r"(generateContent|streamGenerateContent)", CHAT),
+    Endpoint(_METHOD + r"(countTokens)", COUNT_TOKENS),
+    Endpoint(r"/v1beta/models", MODELS),
+    Endpoint(r"/v1beta/models/(.+)", MODELS),
+    Endpoint(r"/v1/models", MODELS, shared=True),
+    Endpoint(r"/v1/models/(.+)", MODELS, shared=True),
+)
+CLIENT_KEYS = ("x-goog-api-key", "?key")
+LISTING_HINTS = ("x-goog-api-key", "?key")
+UPSTREAM_AUTH = "x-goog-api-key"
+UPSTREAM_HEADERS = ()
 CONTINUE_TEXT = "(continue)"  # the minimal user turn before a leading model turn (§11.8)
 # Between a functionResponse turn and a following user text (§4.3): folding the text into the response
 # content makes Gemini 3 answer empty, and two user contents in a row break strict alternation
@@ -65,16 +47,17 @@ _KNOWN = frozenset({"contents", "systemInstruction", "system_instruction", "gene
                     "generation_config", "tools", "toolConfig", "tool_config", "model"})
 _FILTERED = frozenset({"SAFETY", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE",
                        "IMAGE_PROHIBITED_CONTENT", "RECITATION", "IMAGE_RECITATION"})  # §6.1
-_FINISH_OUT = {FinishReason.STOP: "STOP", FinishReason.TOOL_CALLS: "STOP", FinishReason.LENGTH: "MAX_TOKENS",
-               FinishReason.CONTENT_FILTER: "SAFETY"}
+_FINISH_OUT = {neutral.FinishReason.STOP: "STOP", neutral.FinishReason.TOOL_CALLS: "STOP",
+               neutral.FinishReason.LENGTH: "MAX_TOKENS",
+               neutral.FinishReason.CONTENT_FILTER: "SAFETY"}
 _MODE_IN = {"AUTO": "auto", "VALIDATED": "auto", "NONE": "none", "ANY": "required"}
 _MODE_OUT = {"auto": "AUTO", "none": "NONE", "required": "ANY", "tool": "ANY"}
 _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 402: "FAILED_PRECONDITION",
            403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "ABORTED", 413: "INVALID_ARGUMENT",
            429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 502: "UNAVAILABLE", 503: "UNAVAILABLE",
            504: "DEADLINE_EXCEEDED"}  # §8.2
-_KIND_STATUS = {ErrorKind.RATE_LIMIT: "RESOURCE_EXHAUSTED", ErrorKind.QUOTA: "RESOURCE_EXHAUSTED",
-                ErrorKind.TIMEOUT: "DEADLINE_EXCEEDED", ErrorKind.NOT_FOUND: "NOT_FOUND"}
+_KIND_STATUS = {neutral.ErrorKind.RATE_LIMIT: "RESOURCE_EXHAUSTED", neutral.ErrorKind.QUOTA: "RESOURCE_EXHAUSTED",
+                neutral.ErrorKind.TIMEOUT: "DEADLINE_EXCEEDED", neutral.ErrorKind.NOT_FOUND: "NOT_FOUND"}
 _URLSAFE = str.maketrans("-_", "+/")
 _MIME = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif",
          "webp": "image/webp", "heic": "image/heic", "heif": "image/heif", "pdf": "application/pdf"}
@@ -130,7 +113,7 @@ def _system(raw: Any) -> list[str]:
         return [raw]
     parts = _g(raw, "parts") if isinstance(raw, dict) else raw
     if not isinstance(parts, list):
-        raise invalid("systemInstruction: expected a Content with parts", "systemInstruction")
+        raise neutral.invalid("systemInstruction: expected a Content with parts", "systemInstruction")
     return [str(_g(p, "text")) for p in parts if _g(p, "text") is not None]
 
 
@@ -143,48 +126,49 @@ def _result(response: Any) -> tuple[str, bool]:
     return ("" if response is None else orjson.dumps(response).decode()), False
 
 
-def _messages(contents: Any) -> list[Message]:
+def _messages(contents: Any) -> list[neutral.Message]:
     if not isinstance(contents, list) or not contents:
-        raise invalid("contents: a non-empty list of contents is required", "contents")
-    messages: list[Message] = []
-    pending: list[ToolCallPart] = []  # calls not yet answered, oldest first
+        raise neutral.invalid("contents: a non-empty list of contents is required", "contents")
+    messages: list[neutral.Message] = []
+    pending: list[neutral.ToolCallPart] = []  # calls not yet answered, oldest first
     for ci, content in enumerate(contents):
         where = f"contents[{ci}]"
         role = _g(content, "role") or "user"
         raw_parts = _g(content, "parts")
         if not isinstance(content, dict) or not isinstance(raw_parts, list):
-            raise invalid(f"{where}: expected a Content with a list of parts", where)
+            raise neutral.invalid(f"{where}: expected a Content with a list of parts", where)
         if role not in ("user", "model", "function", "tool"):
-            raise invalid(f"{where}.role: must be user or model, not {role!r}", where)
+            raise neutral.invalid(f"{where}.role: must be user or model, not {role!r}", where)
         parts: list = []
         for pi, part in enumerate(raw_parts):
             if not isinstance(part, dict):
-                raise invalid(f"{where}.parts[{pi}]: expected an object", where)
+                raise neutral.invalid(f"{where}.parts[{pi}]: expected an object", where)
             text, blob, file = _g(part, "text"), _g(part, "inlineData"), _g(part, "fileData")
             sig = _g(part, "thoughtSignature")
             call, resp = _g(part, "functionCall"), _g(part, "functionResponse")
             if text is not None:
                 # Gemini's signatures only mean something to Gemini and only matter on calls: not kept here
                 thought = role == "model" and _g(part, "thought")
-                parts.append(ReasoningPart(str(text)) if thought else TextPart(str(text)))
+                parts.append(neutral.ReasoningPart(str(text)) if thought else neutral.TextPart(str(text)))
             elif blob is not None:
                 if not isinstance(_g(blob, "data"), str):
-                    raise invalid(f"{where}.parts[{pi}].inlineData: data must be a base64 string", where)
-                parts.append(ImagePart(media_type=_g(blob, "mimeType"), data=_standard_base64(_g(blob, "data"))))
+                    raise neutral.invalid(f"{where}.parts[{pi}].inlineData: data must be a base64 string", where)
+                parts.append(neutral.ImagePart(media_type=_g(blob, "mimeType"),
+                                               data=_standard_base64(_g(blob, "data"))))
             elif file is not None:
                 if not isinstance(_g(file, "fileUri"), str):
-                    raise invalid(f"{where}.parts[{pi}].fileData: fileUri is required", where)
-                parts.append(ImagePart(media_type=_g(file, "mimeType"), url=_g(file, "fileUri")))
+                    raise neutral.invalid(f"{where}.parts[{pi}].fileData: fileUri is required", where)
+                parts.append(neutral.ImagePart(media_type=_g(file, "mimeType"), url=_g(file, "fileUri")))
             elif call is not None or resp is not None:
                 item = call if call is not None else resp
                 name, extra = _g(item, "name"), _g(item, "args" if call is not None else "response")
                 if not isinstance(name, str) or not isinstance(extra or {}, dict):
-                    raise invalid(f"{where}.parts[{pi}]: a function part needs a name and an object", where)
+                    raise neutral.invalid(f"{where}.parts[{pi}]: a function part needs a name and an object", where)
                 given = _g(item, "id")
                 if call is not None:
                     data = {"thought_signature": sig} if sig else {}
                     args = orjson.dumps(extra or {}).decode()
-                    tc = ToolCallPart(str(given or _call_id(ci, pi, name)), name, args, data)
+                    tc = neutral.ToolCallPart(str(given or _call_id(ci, pi, name)), name, args, data)
                     pending.append(tc)
                     parts.append(tc)
                 else:  # link to the call with this id, else the earliest unanswered call of this name
@@ -194,10 +178,10 @@ def _messages(contents: Any) -> list[Message]:
                         pending.remove(match)
                     text_out, is_error = _result(extra)
                     call_id = match.id if match else str(given or _call_id(ci, pi, name))
-                    parts.append(ToolResultPart(call_id, text_out, name, is_error))
+                    parts.append(neutral.ToolResultPart(call_id, text_out, name, is_error))
             # executableCode, codeExecutionResult, videoMetadata...: no neutral equivalent, skipped
         if parts:
-            messages.append(Message("assistant" if role == "model" else "user", parts))
+            messages.append(neutral.Message("assistant" if role == "model" else "user", parts))
     return messages
 
 
@@ -223,10 +207,10 @@ def _from_openapi(schema: Any) -> Any:
     return out
 
 
-def _params(config: Any) -> tuple[Params, ResponseFormat | None]:
+def _params(config: Any) -> tuple[neutral.Params, neutral.ResponseFormat | None]:
     if not isinstance(config, dict):
-        raise invalid("generationConfig: expected an object", "generationConfig")
-    p = Params(**{attr: _g(config, name) for attr, name, _ in _PARAMS})
+        raise neutral.invalid("generationConfig: expected an object", "generationConfig")
+    p = neutral.Params(**{attr: _g(config, name) for attr, name, _ in _PARAMS})
     top_k = p.top_k  # google-genai types it as a float
     p.top_k = int(top_k) if isinstance(top_k, float) and top_k.is_integer() else top_k
     stop = _g(config, "stopSequences")
@@ -237,72 +221,72 @@ def _params(config: Any) -> tuple[Params, ResponseFormat | None]:
     p.reasoning_effort = level.lower() if isinstance(level, str) else None
     json_schema, schema = _g(config, "responseJsonSchema"), _g(config, "responseSchema")
     if isinstance(json_schema, dict):
-        return p, ResponseFormat("json_schema", json_schema)
+        return p, neutral.ResponseFormat("json_schema", json_schema)
     if isinstance(schema, dict):
-        return p, ResponseFormat("json_schema", _from_openapi(schema))
-    return p, ResponseFormat("json_object") if _g(config, "responseMimeType") == "application/json" else None
+        return p, neutral.ResponseFormat("json_schema", _from_openapi(schema))
+    return p, neutral.ResponseFormat("json_object") if _g(config, "responseMimeType") == "application/json" else None
 
 
-def _tools(raw: Any) -> list[Tool]:
+def _tools(raw: Any) -> list[neutral.Tool]:
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise invalid("tools: expected a list", "tools")
+        raise neutral.invalid("tools: expected a list", "tools")
     tools = []
     for decl in (d for t in raw for d in (_g(t, "functionDeclarations") or ())):
         if not isinstance(_g(decl, "name"), str):
-            raise invalid("tools: each functionDeclaration needs a name", "tools")
+            raise neutral.invalid("tools: each functionDeclaration needs a name", "tools")
         params = _g(decl, "parametersJsonSchema")
         if params is None and _g(decl, "parameters") is not None:
             params = _from_openapi(_g(decl, "parameters"))
-        tools.append(Tool(decl["name"], _g(decl, "description"), params))
+        tools.append(neutral.Tool(decl["name"], _g(decl, "description"), params))
     return tools  # built-in tools (googleSearch, codeExecution...) have no neutral equivalent
 
 
-def _tool_choice(raw: Any) -> ToolChoice | None:
+def _tool_choice(raw: Any) -> neutral.ToolChoice | None:
     config = _g(raw, "functionCallingConfig")
     if config is None:
         return None
     if not isinstance(config, dict):
-        raise invalid("toolConfig.functionCallingConfig: expected an object", "toolConfig")
+        raise neutral.invalid("toolConfig.functionCallingConfig: expected an object", "toolConfig")
     mode, names = str(_g(config, "mode") or "AUTO").upper(), _g(config, "allowedFunctionNames")
     if mode == "ANY" and isinstance(names, list) and len(names) == 1 and isinstance(names[0], str):
-        return ToolChoice("tool", names[0])
-    return ToolChoice(_MODE_IN.get(mode, "auto"))
+        return neutral.ToolChoice("tool", names[0])
+    return neutral.ToolChoice(_MODE_IN.get(mode, "auto"))
 
 
-def _check(params: Params) -> None:
+def _check(params: neutral.Params) -> None:
     for attr, name, integer in (*_PARAMS, ("reasoning_budget", "thinkingBudget", True)):
         value = getattr(params, attr)
         kinds = int if integer else (int, float)
         if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
             kind = "an integer" if integer else "a number"
-            raise invalid(f"generationConfig.{name}: expected {kind}", name)
+            raise neutral.invalid(f"generationConfig.{name}: expected {kind}", name)
     if params.max_tokens is not None and params.max_tokens < 1:
-        raise invalid("generationConfig.maxOutputTokens: must be at least 1", "maxOutputTokens")
+        raise neutral.invalid("generationConfig.maxOutputTokens: must be at least 1", "maxOutputTokens")
     stop = params.stop
     if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
-        raise invalid("generationConfig.stopSequences: expected a list of strings", "stopSequences")
+        raise neutral.invalid("generationConfig.stopSequences: expected a list of strings", "stopSequences")
 
 
-def decode_request(body: dict, route: Route) -> ChatRequest:
+def decode_request(body: dict, route: neutral.Route) -> neutral.ChatRequest:
     """A google-genai / REST body (camelCase or snake_case) to the neutral request; the model and the
     streaming choice come from the URL (§4.1, §4.2). Anything malformed is a 400 INVALID_ARGUMENT."""
     if not isinstance(body, dict):
-        raise invalid("the request body must be a JSON object")
+        raise neutral.invalid("the request body must be a JSON object")
     try:
         params, response_format = _params(_g(body, "generationConfig") or {})
         stream = bool(route.stream)
-        req = ChatRequest(
+        req = neutral.ChatRequest(
             model=_bare(route.model) or None, messages=_messages(_g(body, "contents")),
             system=_system(_g(body, "systemInstruction")), params=params, tools=_tools(_g(body, "tools")),
             tool_choice=_tool_choice(_g(body, "toolConfig")), response_format=response_format,
             stream=stream, include_usage=stream,  # Gemini streams always carry usageMetadata
             extra={k: v for k, v in body.items() if k not in _KNOWN})
-    except GatewayError:
+    except neutral.GatewayError:
         raise
     except (TypeError, AttributeError, KeyError, ValueError) as exc:
-        raise invalid(f"malformed request: {type(exc).__name__}: {exc}") from None
+        raise neutral.invalid(f"malformed request: {type(exc).__name__}: {exc}") from None
     _check(req.params)
     return req
 
@@ -311,14 +295,14 @@ def decode_request(body: dict, route: Route) -> ChatRequest:
 
 
 def _call_part(name: str, arguments: str, provider_data: dict) -> dict:
-    part: dict[str, Any] = {"functionCall": {"name": name, "args": json_object(arguments)}}
+    part: dict[str, Any] = {"functionCall": {"name": name, "args": neutral.json_object(arguments)}}
     if provider_data.get("thought_signature"):
         part["thoughtSignature"] = provider_data["thought_signature"]  # beside functionCall (§4.2)
     return part
 
 
-def _user_part(p: TextPart | ImagePart) -> dict:
-    if isinstance(p, TextPart):
+def _user_part(p: neutral.TextPart | neutral.ImagePart) -> dict:
+    if isinstance(p, neutral.TextPart):
         return {"text": p.text}
     url = p.url or ""
     if url.startswith("data:") and ";base64," in url:
@@ -330,7 +314,7 @@ def _user_part(p: TextPart | ImagePart) -> dict:
     return {"fileData": {"mimeType": mime, "fileUri": url}}
 
 
-def _response_part(p: ToolResultPart, names: dict[str, str]) -> dict:
+def _response_part(p: neutral.ToolResultPart, names: dict[str, str]) -> dict:
     """functionResponse needs the function name (OpenAI tool messages only carry the id) and an
     object ``response`` (§5.5, §11.10)."""
     response: Any = None
@@ -359,20 +343,21 @@ def _append(contents: list[dict], role: str, parts: list[dict]) -> None:
     contents.append({"role": role, "parts": parts})
 
 
-def _contents(messages: list[Message], sign: bool) -> list[dict]:
+def _contents(messages: list[neutral.Message], sign: bool) -> list[dict]:
     contents: list[dict] = []
     names: dict[str, str] = {}
     for msg in messages:
         if msg.role == "assistant":  # reasoning is not replayed to Gemini; only call signatures are
-            names.update((p.id, p.name) for p in msg.parts if isinstance(p, ToolCallPart))
-            kept = [p for p in msg.parts if isinstance(p, ToolCallPart) or isinstance(p, TextPart) and p.text]
+            names.update((p.id, p.name) for p in msg.parts if isinstance(p, neutral.ToolCallPart))
+            kept = [p for p in msg.parts
+                    if isinstance(p, neutral.ToolCallPart) or isinstance(p, neutral.TextPart) and p.text]
             _append(contents, "model", [_call_part(p.name, p.arguments, p.provider_data)
-                                        if isinstance(p, ToolCallPart) else {"text": p.text} for p in kept])
+                                        if isinstance(p, neutral.ToolCallPart) else {"text": p.text} for p in kept])
             continue
-        results = [_response_part(p, names) for p in msg.parts if isinstance(p, ToolResultPart)]
+        results = [_response_part(p, names) for p in msg.parts if isinstance(p, neutral.ToolResultPart)]
         _append(contents, "user", results)
         _append(contents, "user", [_user_part(p) for p in msg.parts
-                                   if (isinstance(p, TextPart) and p.text) or isinstance(p, ImagePart)])
+                                   if (isinstance(p, neutral.TextPart) and p.text) or isinstance(p, neutral.ImagePart)])
     if not contents or contents[0]["role"] != "user":
         contents.insert(0, {"role": "user", "parts": [{"text": CONTINUE_TEXT}]})
     for content in contents if sign else ():
@@ -433,7 +418,7 @@ def _to_openapi(schema: Any, defs: dict, depth: int = 0) -> dict:
     return out
 
 
-def _declaration(tool: Tool) -> dict:
+def _declaration(tool: neutral.Tool) -> dict:
     """A functionDeclaration with a sanitized ``parameters`` Schema. ``parametersJsonSchema`` would take
     the JSON Schema as is, but only newer models accept it; the OpenAPI subset works on all of them.
     A schema without properties is left out: Gemini rejects an OBJECT with empty properties."""
@@ -447,7 +432,7 @@ def _declaration(tool: Tool) -> dict:
     return out
 
 
-def _config(req: ChatRequest) -> dict:
+def _config(req: neutral.ChatRequest) -> dict:
     p = req.params
     config = {name: getattr(p, attr) for attr, name, _ in _PARAMS if getattr(p, attr) is not None}
     if p.stop:
@@ -464,7 +449,7 @@ def _config(req: ChatRequest) -> dict:
     return config
 
 
-def encode_request(req: ChatRequest, policy: Policy) -> tuple[str, dict]:
+def encode_request(req: neutral.ChatRequest, policy: neutral.Policy) -> tuple[str, dict]:
     """The neutral request as a generateContent body (§4.2, §5); the relay has applied the policy."""
     model = _bare(req.model or policy.model)
     sign = not re.match(r"(gemini-[12][.-]|gemma)", model)  # only Gemini 3+ validates call signatures
@@ -484,7 +469,7 @@ def encode_request(req: ChatRequest, policy: Policy) -> tuple[str, dict]:
     return _path(model, req.stream), body
 
 
-def patch_request(body: dict, policy: Policy, route: Route) -> tuple[str, dict]:
+def patch_request(body: dict, policy: neutral.Policy, route: neutral.Route) -> tuple[str, dict]:
     """Same-format fast path: prepend the client's system prompt, clamp maxOutputTokens, keep the rest
     untouched (either spelling of each field is patched where the client put it)."""
     def key(obj: dict, camel: str) -> str:
@@ -505,22 +490,22 @@ def patch_request(body: dict, policy: Policy, route: Route) -> tuple[str, dict]:
         name = key(config, "maxOutputTokens")
         asked = config.get(name)
         ok = isinstance(asked, int) and not isinstance(asked, bool) and asked > 0
-        config[name] = min(asked, policy.max_tokens) if ok else policy.max_tokens
+        config[name] = min(asked, policy.max_tokens) if ok and isinstance(asked, int) else policy.max_tokens
     return _path(policy.model, bool(route.stream)), body
 
 
 # ---------------------------------------------------------------- responses in (Gemini -> gateway)
 
 
-def _usage(raw: Any) -> Usage | None:
+def _usage(raw: Any) -> neutral.Usage | None:
     """usageMetadata normalised (§6.2): thoughts count as output, tool-use prompt tokens as input."""
     if not isinstance(raw, dict):
         return None
     count = {k: int(v) for k, v in raw.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     thoughts = count.get("thoughtsTokenCount", 0)
-    return Usage(input_tokens=count.get("promptTokenCount", 0) + count.get("toolUsePromptTokenCount", 0),
-                 output_tokens=count.get("candidatesTokenCount", 0) + thoughts,
-                 cached_tokens=count.get("cachedContentTokenCount", 0), reasoning_tokens=thoughts)
+    return neutral.Usage(input_tokens=count.get("promptTokenCount", 0) + count.get("toolUsePromptTokenCount", 0),
+                         output_tokens=count.get("candidatesTokenCount", 0) + thoughts,
+                         cached_tokens=count.get("cachedContentTokenCount", 0), reasoning_tokens=thoughts)
 
 
 class _Lines(SSEDecoder):
@@ -564,7 +549,7 @@ class StreamDecoder(FrameDecoder):
         self._calls = 0
         self._rid = ""
 
-    def _decode(self, frame: SSEFrame) -> list[Event]:
+    def _decode(self, frame: SSEFrame) -> list[neutral.Event]:
         if not frame.data.strip():
             return []
         try:
@@ -574,20 +559,22 @@ class StreamDecoder(FrameDecoder):
             if chunk.get("error") is not None:
                 code = _g(chunk["error"], "code")
                 status = code if isinstance(code, int) and 400 <= code < 600 else 500
-                return [StreamError(decode_error(status, frame.data.encode()))]
+                return [neutral.StreamError(decode_error(status, frame.data.encode()))]
             return self.chunk(chunk)
         except (orjson.JSONDecodeError, TypeError, AttributeError, ValueError):
-            return [StreamError(GatewayError(502, ErrorKind.UPSTREAM, "upstream sent malformed stream data"))]
+            return [neutral.stream_failure("upstream sent malformed stream data")]
 
-    def chunk(self, chunk: dict) -> list[Event]:
+    def chunk(self, chunk: dict) -> list[neutral.Event]:
         """The events of one GenerateContentResponse (a stream chunk or a whole response)."""
-        events: list[Event] = []
+        events: list[neutral.Event] = []
         usage = _usage(chunk.get("usageMetadata"))
         if not self._started:  # the first chunk's usage already holds the prompt count: Start carries it,
             # so an Anthropic client's message_start reports input tokens as Anthropic's own does (§3.5)
             self._started, self._rid = True, str(chunk.get("responseId") or "")
-            events.append(Start(self._rid, str(chunk.get("modelVersion") or ""), 0, usage))
-        candidates = chunk.get("candidates") if isinstance(chunk.get("candidates"), list) else []
+            events.append(neutral.Start(self._rid, str(chunk.get("modelVersion") or ""), 0, usage))
+        candidates = chunk.get("candidates")
+        if not isinstance(candidates, list):
+            candidates = []
         cand = next((c for c in candidates if isinstance(c, dict) and c.get("index", 0) == 0), None)
         if isinstance(cand, dict):
             for part in (cand.get("content") or {}).get("parts") or ():
@@ -595,17 +582,19 @@ class StreamDecoder(FrameDecoder):
             reason = cand.get("finishReason")
             if reason and not self._finished:
                 self._finished = True
-                finish = FinishReason.CONTENT_FILTER if reason in _FILTERED else FinishReason.STOP
-                finish = FinishReason.LENGTH if reason == "MAX_TOKENS" else finish
-                events.append(Finish(FinishReason.TOOL_CALLS if reason == "STOP" and self._calls else finish))
+                finish = neutral.FinishReason.CONTENT_FILTER if reason in _FILTERED else neutral.FinishReason.STOP
+                finish = neutral.FinishReason.LENGTH if reason == "MAX_TOKENS" else finish
+                if reason == "STOP" and self._calls:
+                    finish = neutral.FinishReason.TOOL_CALLS
+                events.append(neutral.Finish(finish))
         elif (chunk.get("promptFeedback") or {}).get("blockReason") and not self._finished:
             self._finished = True  # the prompt itself was blocked: no candidates at all (§4.4)
-            events.append(Finish(FinishReason.CONTENT_FILTER))
+            events.append(neutral.Finish(neutral.FinishReason.CONTENT_FILTER))
         if usage is not None:
-            events.append(UsageReport(usage))
+            events.append(neutral.UsageReport(usage))
         return events
 
-    def _part(self, part: dict) -> list[Event]:
+    def _part(self, part: dict) -> list[neutral.Event]:
         sig, call, text = part.get("thoughtSignature"), part.get("functionCall"), part.get("text")
         if isinstance(call, dict):
             index, self._calls = self._calls, self._calls + 1
@@ -613,13 +602,13 @@ class StreamDecoder(FrameDecoder):
             args = orjson.dumps(call.get("args") or {}).decode()
             data = {"thought_signature": sig} if sig else {}
             name = str(call.get("name") or "")
-            return [ToolCallStart(index, call_id, name, data), ToolCallDelta(index, args)]
+            return [neutral.ToolCallStart(index, call_id, name, data), neutral.ToolCallDelta(index, args)]
         if isinstance(text, str) and part.get("thought"):  # a thought's signature is Gemini-only: dropped
-            return [ReasoningDelta(text)] if text else []
-        return [TextDelta(text)] if isinstance(text, str) and text else []
+            return [neutral.ReasoningDelta(text)] if text else []
+        return [neutral.TextDelta(text)] if isinstance(text, str) and text else []
 
 
-def decode_response(body: dict) -> ChatResponse:
+def decode_response(body: dict) -> neutral.ChatResponse:
     """An upstream GenerateContentResponse to the neutral response (§4.4, §6)."""
     if isinstance(body.get("error"), dict):
         code = body["error"].get("code")
@@ -627,15 +616,15 @@ def decode_response(body: dict) -> ChatResponse:
     try:
         events = StreamDecoder().chunk(body)
         start = events.pop(0)
-        return fold(start, events)  # type: ignore[arg-type]  # chunk() always opens with Start
+        return neutral.fold(start, events)  # type: ignore[arg-type]  # chunk() always opens with Start
     except (TypeError, AttributeError, ValueError) as exc:
-        raise GatewayError(502, ErrorKind.UPSTREAM, f"malformed upstream response: {exc}") from None
+        raise neutral.GatewayError(502, neutral.ErrorKind.UPSTREAM, f"malformed upstream response: {exc}") from None
 
 
 # ---------------------------------------------------------------- responses out (gateway -> client)
 
 
-def _encode_usage(u: Usage) -> dict:
+def _encode_usage(u: neutral.Usage) -> dict:
     """Neutral usage the Gemini way (§6.2): candidatesTokenCount excludes thoughts."""
     out = {"promptTokenCount": u.input_tokens, "totalTokenCount": u.total_tokens,
            "candidatesTokenCount": max(0, u.output_tokens - u.reasoning_tokens)}
@@ -646,7 +635,7 @@ def _encode_usage(u: Usage) -> dict:
     return out
 
 
-def _response(parts: list[dict], finish: FinishReason | None, usage: Usage | None, model: str, rid: str
+def _response(parts: list[dict], finish: neutral.FinishReason | None, usage: neutral.Usage | None, model: str, rid: str
               ) -> dict:
     candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}}
     if finish is not None:
@@ -657,17 +646,17 @@ def _response(parts: list[dict], finish: FinishReason | None, usage: Usage | Non
     return {**out, "modelVersion": model, "responseId": rid}
 
 
-def encode_response(resp: ChatResponse, req: ChatRequest) -> dict:
+def encode_response(resp: neutral.ChatResponse, req: neutral.ChatRequest) -> dict:
     """The neutral response as a GenerateContentResponse (§4.4); reasoning as ``thought`` parts."""
     parts: list[dict] = []
     for p in resp.parts:
-        if isinstance(p, ReasoningPart) and p.text:
+        if isinstance(p, neutral.ReasoningPart) and p.text:
             parts.append({"text": p.text, "thought": True})
-        elif isinstance(p, TextPart):
+        elif isinstance(p, neutral.TextPart):
             parts.append({"text": p.text})
-        elif isinstance(p, ToolCallPart):
+        elif isinstance(p, neutral.ToolCallPart):
             parts.append(_call_part(p.name, p.arguments, p.provider_data))
-    return _response(parts, resp.finish or FinishReason.STOP, resp.usage, resp.model, resp.id)
+    return _response(parts, resp.finish or neutral.FinishReason.STOP, resp.usage, resp.model, resp.id)
 
 
 class StreamEncoder:
@@ -675,20 +664,20 @@ class StreamEncoder:
     Tool calls are buffered until whole, since Gemini clients expect complete calls; the final chunk
     (finishReason + usage) is written by close(), so usage reported after Finish still makes it in."""
 
-    def __init__(self, req: ChatRequest, route: Route) -> None:
+    def __init__(self, req: neutral.ChatRequest, route: neutral.Route) -> None:
         self._sse = route.sse
         self.content_type = "text/event-stream" if route.sse else "application/json"
         self._array = JSONArrayEncoder()
         self._meta = ("", "")
         self._calls: dict[int, list] = {}  # index -> [name, args text, provider_data]
-        self._finish: FinishReason | None = None
-        self._usage: Usage | None = None
+        self._finish: neutral.FinishReason | None = None
+        self._usage: neutral.Usage | None = None
         self._done = self._closed = self._relayed = False
 
     def _frame(self, data: bytes) -> bytes:
         return sse(data) if self._sse else self._array.encode(data)
 
-    def _chunk(self, parts: list[dict], finish: FinishReason | None = None, usage: Usage | None = None
+    def _chunk(self, parts: list[dict], finish: neutral.FinishReason | None = None, usage: neutral.Usage | None = None
                ) -> bytes:
         return self._frame(orjson.dumps(_response(parts, finish, usage, *self._meta)))
 
@@ -697,24 +686,24 @@ class StreamEncoder:
         self._calls = {}
         return parts
 
-    def encode(self, event: Event) -> bytes:
+    def encode(self, event: neutral.Event) -> bytes:
         if self._done:
             return b""
-        if isinstance(event, Start):
+        if isinstance(event, neutral.Start):
             self._meta = (event.model, event.id)
-        elif isinstance(event, (TextDelta, ReasoningDelta)) and event.text:
-            part = {"text": event.text, **({"thought": True} if isinstance(event, ReasoningDelta) else {})}
+        elif isinstance(event, (neutral.TextDelta, neutral.ReasoningDelta)) and event.text:
+            part = {"text": event.text, **({"thought": True} if isinstance(event, neutral.ReasoningDelta) else {})}
             calls = self._flush()
             return (self._chunk(calls) if calls else b"") + self._chunk([part])
-        elif isinstance(event, ToolCallStart):
+        elif isinstance(event, neutral.ToolCallStart):
             self._calls[event.index] = [event.name, "", event.provider_data]
-        elif isinstance(event, ToolCallDelta) and event.index in self._calls:
+        elif isinstance(event, neutral.ToolCallDelta) and event.index in self._calls:
             self._calls[event.index][1] += event.args
-        elif isinstance(event, Finish):
+        elif isinstance(event, neutral.Finish):
             self._finish = event.reason
-        elif isinstance(event, UsageReport):
+        elif isinstance(event, neutral.UsageReport):
             self._usage = event.usage
-        elif isinstance(event, StreamError):
+        elif isinstance(event, neutral.StreamError):
             self._done = True
             return self._frame(encode_error(event.error)[2])
         return b""
@@ -722,14 +711,14 @@ class StreamEncoder:
     def close(self) -> bytes:
         out = b""
         if not self._done and not self._relayed:
-            out = self._chunk(self._flush() or [{"text": ""}], self._finish or FinishReason.STOP, self._usage)
+            out = self._chunk(self._flush() or [{"text": ""}], self._finish or neutral.FinishReason.STOP, self._usage)
         self._done = True
         if not self._sse and not self._closed:
             self._closed = True
             out += self._array.close()
         return out
 
-    def relay(self, frame: SSEFrame, events: list[Event]) -> bytes:
+    def relay(self, frame: SSEFrame, events: list[neutral.Event]) -> bytes:
         """Fast path: SSE frames unchanged; for a JSON-array client each frame's data is one element."""
         self._relayed = True  # the upstream's own chunks carry finish and usage; close() adds none
         if self._sse:
@@ -740,7 +729,7 @@ class StreamEncoder:
 # ---------------------------------------------------------------- errors and models
 
 
-def encode_error(err: GatewayError) -> tuple[int, dict[str, str], bytes]:
+def encode_error(err: neutral.GatewayError) -> tuple[int, dict[str, str], bytes]:
     """Google's error body ``{"error": {code, message, status}}`` (§4.6, §8.2), with a RetryInfo detail
     and a retry-after header when a delay is known (§8.3)."""
     status = 503 if err.status == 529 else err.status
@@ -749,27 +738,27 @@ def encode_error(err: GatewayError) -> tuple[int, dict[str, str], bytes]:
                             ("INTERNAL" if status >= 500 else "INVALID_ARGUMENT")}
     headers = dict(err.headers)
     if err.retry_after is not None:
-        seconds = headers["Retry-After"] = retry_seconds(err)
+        seconds = headers["Retry-After"] = neutral.retry_seconds(err)
         body["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{seconds}s"}]
     return status, headers, orjson.dumps({"error": body})
 
 
-def decode_error(status: int, body: bytes) -> GatewayError:
+def decode_error(status: int, body: bytes) -> neutral.GatewayError:
     """An upstream error, parsed defensively (JSON object or array, HTML, text). An invalid API key
     (400 API_KEY_INVALID, 401, 403) is the gateway's configuration problem: 502 (§8.2, §11.19)."""
-    message, parsed = error_text(status, body)
+    message, parsed = neutral.error_text(status, body)
     if parsed is None:
-        return upstream_error(status, message)
+        return neutral.upstream_error(status, message)
     if isinstance(parsed, list) and parsed:  # streamGenerateContent without alt=sse wraps errors in an array
         parsed = parsed[0]
     err = parsed.get("error") if isinstance(parsed, dict) else None
     if not isinstance(err, dict):
-        return upstream_error(status, err if isinstance(err, str) else orjson.dumps(parsed).decode()[:300])
+        return neutral.upstream_error(status, err if isinstance(err, str) else orjson.dumps(parsed).decode()[:300])
     message = str(err.get("message") or f"upstream answered {status}")
     details = [d for d in err.get("details") or () if isinstance(d, dict)]
     if any(d.get("reason") == "API_KEY_INVALID" for d in details):
-        return upstream_error(401, message)
-    out = upstream_error(status, message)
+        return neutral.upstream_error(401, message)
+    out = neutral.upstream_error(status, message)
     for d in details:
         delay = d.get("retryDelay")
         if str(d.get("@type", "")).endswith("RetryInfo") and isinstance(delay, str) and delay.endswith("s"):
@@ -778,6 +767,13 @@ def decode_error(status: int, body: bytes) -> GatewayError:
             except ValueError:
                 pass
     return out
+
+
+def route(path_args: tuple[str, ...], query: Mapping[str, list[bytes]]) -> neutral.Route:
+    """The path names the model and the method; ``?alt=sse`` picks SSE over a JSON array."""
+    _version, model, method = path_args
+    return neutral.Route(model=model, stream=method == "streamGenerateContent",
+                         sse=query.get("alt", [b""])[-1] == b"sse")
 
 
 def decode_models(body: dict) -> list[str]:
@@ -804,7 +800,7 @@ def encode_models(ids: list[str]) -> dict:
     return {"models": [encode_model(i) for i in ids]}
 
 
-def decode_count(body: dict, route: Route) -> ChatRequest:
+def decode_count(body: dict, route: neutral.Route) -> neutral.ChatRequest:
     """A countTokens body: ``contents`` alone, or a whole ``generateContentRequest`` (§4.7)."""
     if isinstance(body, dict):
         body = _g(body, "generateContentRequest") or body

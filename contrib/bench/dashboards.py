@@ -32,8 +32,9 @@ import yaml
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from aigateway import clients, sessions
+from aigateway import clients
 from aigateway import hub as hub_module
+from aigateway.admin import sessions
 from aigateway.app import Gateway
 from aigateway.config import default_data, load
 from aigateway.db import connect

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import tornado.web
 import tornado.websocket
 
-from aigateway.handlers import base
-from aigateway.handlers.admin import AdminHandler, current_admin
+from aigateway import web
+from aigateway.admin.handlers import AdminHandler, current_admin
+
+if TYPE_CHECKING:
+    from aigateway.app import Gateway
 
 PING_SECONDS = 20  # a browser that vanished without closing is dropped after one missed pong
 
@@ -28,8 +31,8 @@ class DashboardSocket(tornado.websocket.WebSocketHandler):
     before the upgrade; tornado's default ``check_origin`` refuses other origins (403)."""
 
     @property
-    def gateway(self) -> Any:
-        return self.settings["gateway"]
+    def gateway(self) -> Gateway:
+        return web.gateway_of(self)
 
     @property
     def ping_interval(self) -> float:
@@ -37,9 +40,7 @@ class DashboardSocket(tornado.websocket.WebSocketHandler):
 
     def set_default_headers(self) -> None:
         """A refused upgrade is an ordinary response: it carries every response's headers."""
-        base.security_headers(self)
-        self.set_header("Content-Security-Policy", base.API_CSP)
-        self.set_header("Cache-Control", "no-store")
+        web.security_headers(self)
 
     def prepare(self) -> None:
         """Refuse the upgrade (401) without a valid admin session."""

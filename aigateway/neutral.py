@@ -340,6 +340,11 @@ Event = (
 )
 
 
+def stream_failure(message: str) -> StreamError:
+    """An upstream stream the decoder cannot read any further: it ends in a 502 error event."""
+    return StreamError(GatewayError(502, ErrorKind.UPSTREAM, message))
+
+
 def fold(start: Start, events: list[Event]) -> ChatResponse:
     """Fold stream events into one response, so streamed and plain answers account alike."""
     parts: list[Part] = []

@@ -13,14 +13,12 @@ from __future__ import annotations
 import asyncio
 import copy
 import csv
-import hmac
 import io
 import logging
 import re
 import sqlite3
 import sys
 import time
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
@@ -28,11 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 import bcrypt
 
-from aigateway import __version__, clients, config, models, usage
+from aigateway import __version__, clients, config, listing, usage
+from aigateway.admin import login
+from aigateway.admin.errors import AdminError, bad_fields
 from aigateway.config import PROVIDER_FIELDS, SETTINGS, ConfigInvalid
 from aigateway.keys import KEY_TYPES
 from aigateway.limits import LIMIT_FIELDS, LIMITS
-from aigateway.model import GatewayError
+from aigateway.neutral import GatewayError
 from aigateway.providers import PROVIDER_TYPES
 
 if TYPE_CHECKING:
@@ -47,96 +47,6 @@ LOG_PAGE_MAX = 500
 log = logging.getLogger("aigateway.admin")
 
 
-class AdminError(Exception):
-    """An admin request that cannot be done: HTTP status, a sentence for people, and per-field
-    messages for forms (``{"name": "must not be empty"}``)."""
-
-    def __init__(self, status: int, message: str, fields: dict[str, str] | None = None,
-                 retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.fields = fields or {}
-        self.retry_after = retry_after
-
-
-def invalid(fields: dict[str, str]) -> AdminError:
-    """A 400 naming every bad field; nothing was saved."""
-    return AdminError(400, "Please correct the highlighted fields; nothing was saved.", fields)
-
-
-# -- login
-
-
-class LoginThrottle:
-    """Failed logins per key ("ip:..." and "user:..."): five within a minute block that key for
-    the rest of the minute. In memory, so a restart forgets, which costs an attacker a restart."""
-
-    MAX_FAILURES = 5
-    WINDOW = 60.0
-
-    def __init__(self) -> None:
-        self._failures: dict[str, deque[float]] = {}
-
-    def _recent(self, key: str, now: float) -> deque[float]:
-        times = self._failures.get(key, deque())
-        while times and times[0] <= now - self.WINDOW:
-            times.popleft()
-        return times
-
-    def retry_after(self, keys: Iterable[str], now: float) -> float | None:
-        """Seconds until every key may try again, or None when none is blocked."""
-        waits = [times[0] + self.WINDOW - now for key in keys
-                 if len(times := self._recent(key, now)) >= self.MAX_FAILURES]
-        return max(waits) if waits else None
-
-    def failed(self, keys: Iterable[str], now: float) -> None:
-        """Count one failed attempt against each key."""
-        if len(self._failures) > 10000:  # forget keys whose failures have all aged out
-            self._failures = {k: t for k, t in self._failures.items() if self._recent(k, now)}
-        for key in keys:
-            times = self._recent(key, now)
-            times.append(now)
-            self._failures[key] = times
-
-
-def _password_ok(cfg: config.Config, username: str, password: str) -> bool:
-    """bcrypt check (slow on purpose: run it in a thread). The hash is checked even for a wrong
-    user name, so timing does not tell which of the two was wrong."""
-    try:
-        good = bcrypt.checkpw(password.encode(), cfg.get("admin.password_hash").encode())
-    except ValueError:  # longer than bcrypt accepts, or a malformed hash
-        good = False
-    return hmac.compare_digest(username.encode(), str(cfg.get("admin.username")).encode()) and good
-
-
-async def _throttled_check(gw: Gateway, username: str, password: str, ip: str, refusal: str) -> bool:
-    """Check a password (bcrypt, off the event loop) unless this IP or user name failed too often
-    lately (429, the password unchecked); a wrong one counts against both."""
-    keys = (f"ip:{ip}", f"user:{username.lower()}")
-    wait = gw.login_throttle.retry_after(keys, time.time())
-    if wait is not None:
-        raise AdminError(429, f"{refusal} Try again in {int(wait) + 1} seconds.", retry_after=int(wait) + 1)
-    if await asyncio.to_thread(_password_ok, gw.config, username, password):
-        return True
-    gw.login_throttle.failed(keys, time.time())
-    return False
-
-
-async def login(gw: Gateway, body: dict, ip: str) -> str:
-    """Check a login; returns the admin's name. Five failures a minute per IP or per user name
-    make further attempts 429 (without checking the password) until the minute has passed."""
-    username, password = body.get("username"), body.get("password")
-    if not isinstance(username, str) or not isinstance(password, str) or not username or not password:
-        raise invalid({k: "required" for k in ("username", "password")
-                       if not isinstance(body.get(k), str) or not body.get(k)})
-    if not await _throttled_check(gw, username, password, ip, "Too many failed logins."):
-        log.warning("admin login failed for user %r from %s", username[:64], ip)
-        raise AdminError(401, "Wrong user name or password.")
-    log.info("admin %r logged in from %s", username, ip)
-    return username
-
-
 async def change_password(gw: Gateway, body: dict, ip: str) -> None:
     """Verify the current password, store the new one's bcrypt hash in config.yaml. Sessions carry
     a fingerprint of the hash, so every existing session ends."""
@@ -148,11 +58,11 @@ async def change_password(gw: Gateway, body: dict, ip: str) -> None:
         errors["new_password"] = f"must be at least {PASSWORD_MIN} characters"
     elif len(new.encode()) > PASSWORD_MAX_BYTES:
         errors["new_password"] = f"must be at most {PASSWORD_MAX_BYTES} bytes (bcrypt's limit)"
-    if errors:
-        raise invalid(errors)
+    if errors or not isinstance(current, str) or not isinstance(new, str):
+        raise bad_fields(errors)
     username = str(gw.config.get("admin.username"))
-    if not await _throttled_check(gw, username, current, ip, "Too many wrong passwords."):
-        raise invalid({"current_password": "this is not the current password"})
+    if not await login.throttled_check(gw, username, current, ip, "Too many wrong passwords."):
+        raise bad_fields({"current_password": "this is not the current password"})
     hashed = await asyncio.to_thread(lambda: bcrypt.hashpw(new.encode(), bcrypt.gensalt()).decode())
     data = copy.deepcopy(gw.config.data)  # read after the awaits: the latest config
     data["admin"]["password_hash"] = hashed
@@ -170,7 +80,7 @@ async def _save(gw: Gateway, data: dict, field_of: Any = None, errors: dict[str,
         for key, message in exc.errors.items():
             errors.setdefault(field_of(key) if field_of else key, message)
     if errors:
-        raise invalid(errors)
+        raise bad_fields(errors)
     config.write_file(gw.config.path, data)
     await gw.apply_config(new)
 
@@ -248,7 +158,7 @@ def client_fields(body: dict, creating: bool) -> tuple[dict[str, Any], dict[str,
 def _client_error(exc: clients.ClientError) -> AdminError:
     field, _, message = str(exc).partition(": ")
     if field in clients.EDITABLE or field == "key_type":
-        return invalid({field: message})
+        return bad_fields({field: message})
     return AdminError(404, str(exc))
 
 
@@ -297,7 +207,7 @@ async def create_client(gw: Gateway, body: dict) -> dict:
     providers = list(gw.config.providers)
     errors = {**clients.problems(fields, providers), **errors}
     if errors:
-        raise invalid(errors)
+        raise bad_fields(errors)
     name, provider, key_type = fields.pop("name"), fields.pop("provider"), fields.pop("key_type")
     row, key = await _client_write(
         gw, lambda conn: clients.create(conn, name, provider, key_type, providers, **fields))
@@ -310,7 +220,7 @@ async def update_client(gw: Gateway, client_id: int, body: dict) -> dict:
     fields, errors = client_fields(body, creating=False)
     errors = {**clients.problems(fields, list(gw.config.providers)), **errors}
     if errors:
-        raise invalid(errors)
+        raise bad_fields(errors)
     row = await _client_write(gw, lambda conn: clients.update(conn, client_id, list(gw.config.providers), **fields))
     log.info("admin: updated client %r (%s)", row["name"], ", ".join(sorted(fields)))
     return await get_client(gw, row["id"])
@@ -320,7 +230,7 @@ async def rotate_key(gw: Gateway, client_id: int, body: dict) -> dict:
     """A new key (optionally of another type); the old one is refused from now on."""
     key_type = body.get("key_type")
     if key_type is not None and key_type not in KEY_TYPES:
-        raise invalid({"key_type": f"must be one of {', '.join(KEY_TYPES)}"})
+        raise bad_fields({"key_type": f"must be one of {', '.join(KEY_TYPES)}"})
     row, key = await _client_write(gw, lambda conn: clients.rotate_key(conn, client_id, key_type))
     log.info("admin: rotated the key of client %r", row["name"])
     return _client_out(row, key=key)
@@ -419,14 +329,14 @@ async def save_provider(gw: Gateway, name: str | None, body: dict) -> dict:
     if creating:
         name = body.get("name")
         if not isinstance(name, str) or not PROVIDER_NAME.fullmatch(name.strip()):
-            raise invalid({"name": "required: letters, digits, '.', '_' or '-' (at most 64)"})
+            raise bad_fields({"name": "required: letters, digits, '.', '_' or '-' (at most 64)"})
         name = name.strip()
         if name in gw.config.providers:
-            raise invalid({"name": f"a provider named {name!r} already exists"})
+            raise bad_fields({"name": f"a provider named {name!r} already exists"})
     elif name not in gw.config.providers:
         raise AdminError(404, f"no provider named {name!r}")
     elif "name" in body and body["name"] != name:
-        raise invalid({"name": "a provider cannot be renamed (clients refer to it by name)"})
+        raise bad_fields({"name": "a provider cannot be renamed (clients refer to it by name)"})
     raw, errors = _provider_raw({k: v for k, v in body.items() if k != "name"},
                                 None if creating else gw.config.data["providers"][name])
     data = copy.deepcopy(gw.config.data)
@@ -463,12 +373,12 @@ async def test_provider(gw: Gateway, name: str, body: dict) -> dict:
     for key, message in problems.items():
         errors.setdefault(_provider_field(name)(key), message)
     if errors:
-        raise invalid(errors)
+        raise bad_fields(errors)
     provider = providers[name]
     provider = replace(provider, timeout_seconds=min(provider.timeout_seconds, PROVIDER_TEST_TIMEOUT))
     started = time.monotonic()
     try:
-        ids = await models.fetch(provider)
+        ids = await listing.fetch(provider)
     except GatewayError as exc:
         return {"ok": False, "status": exc.status, "error": exc.message, "endpoint": provider.base_url,
                 "latency_ms": round((time.monotonic() - started) * 1000)}
@@ -505,7 +415,7 @@ async def save_settings(gw: Gateway, body: dict) -> dict:
     """Change client defaults, time zone and logging level; applied at once."""
     errors = {name: "not an editable setting" for name in body.keys() - set(EDITABLE_SETTINGS)}
     if errors:
-        raise invalid(errors)
+        raise bad_fields(errors)
     data = copy.deepcopy(gw.config.data)
     for name, value in body.items():
         config._set(data, name, value)
@@ -536,7 +446,7 @@ def _day_range(args: dict[str, str]) -> tuple[str, str]:
     if not errors and first > last:
         errors["from"] = "must not be after 'to'"
     if errors:
-        raise invalid(errors)
+        raise bad_fields(errors)
     return first.isoformat(), last.isoformat()
 
 
@@ -604,7 +514,7 @@ async def request_log(gw: Gateway, args: dict[str, str]) -> dict:
     if not limit.isdigit() or not 1 <= int(limit) <= LOG_PAGE_MAX:
         errors["limit"] = f"expected a whole number from 1 to {LOG_PAGE_MAX}"
     if errors:
-        raise invalid(errors)
+        raise bad_fields(errors)
     return await gw.db.read(lambda conn: usage.log_page(conn, limit=int(limit), **query))
 
 

@@ -4,12 +4,12 @@ fetched once and cached (a listing is slow and rarely changes)."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from aigateway.formats import FORMATS
-from aigateway.model import ErrorKind, GatewayError
+from aigateway.neutral import ErrorKind, GatewayError
 from aigateway.providers import Provider
 from aigateway.relay import provider_of
 from aigateway.upstream import Call
@@ -21,27 +21,47 @@ CACHE_SECONDS = 300.0
 MAX_PAGES = 20  # a listing that pages on and on is cut here rather than followed forever
 
 
-async def for_client(gw: Gateway, client: dict) -> list[str]:
+class ListingCache:
+    """Upstream model lists, kept ``CACHE_SECONDS`` per (provider, endpoint, key); the Gateway owns
+    one and clears it when the config changes."""
+
+    def __init__(self) -> None:
+        self._lists: dict[tuple[str, str, str], tuple[float, list[str]]] = {}
+
+    def get(self, key: tuple[str, str, str]) -> list[str] | None:
+        hit = self._lists.get(key)
+        return hit[1] if hit and hit[0] > time.monotonic() else None
+
+    def put(self, key: tuple[str, str, str], ids: list[str]) -> None:
+        self._lists[key] = (time.monotonic() + CACHE_SECONDS, ids)
+
+    def clear(self) -> None:
+        self._lists.clear()
+
+
+async def for_client(gw: Gateway, client: Mapping[str, Any]) -> list[str]:
+    """The models a client may use: its provider's allowed_models, else the upstream's list."""
     provider = provider_of(gw, client)
     if provider.allowed_models:
         return list(provider.allowed_models)
     base_url = client["base_url"] or provider.base_url
     key = (provider.name, base_url, provider.api_key)
-    hit = gw.model_lists.get(key)
-    if hit and hit[0] > time.monotonic():
-        return hit[1]
-    ids = await fetch(provider, base_url)
-    gw.model_lists[key] = (time.monotonic() + CACHE_SECONDS, ids)
+    ids = gw.listings.get(key)
+    if ids is None:
+        ids = await fetch(provider, base_url)
+        gw.listings.put(key, ids)
     return ids
 
 
 async def fetch(provider: Provider, base_url: str | None = None) -> list[str]:
     """Ask the upstream for its model list (uncached; the admin UI's provider test uses it too).
     Upstream errors raise GatewayError with the upstream's status and message."""
-    fmt = FORMATS[provider.kind.format]
+    fmt = provider.codec
     ids: list[str] = []
     path: str | None = fmt.MODELS_PATH
     for _ in range(MAX_PAGES):  # Anthropic and Gemini page their listings: follow the pages
+        if path is None:
+            break
         call = Call(provider, base_url or provider.base_url, path, None, stream=False)
         body = await call.run()
         if call.status >= 400:
@@ -52,6 +72,4 @@ async def fetch(provider: Provider, base_url: str | None = None) -> list[str]:
             path = fmt.next_models_path(page)
         except (orjson.JSONDecodeError, AttributeError, TypeError):
             raise GatewayError(502, ErrorKind.UPSTREAM, "the upstream's model list is not valid JSON") from None
-        if path is None:
-            break
     return ids

@@ -4,24 +4,25 @@ below parse, call one function of aigateway/admin.py and write."""
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
 import orjson
-import tornado.template
 import tornado.web
 from tornado.escape import url_escape
 
-from aigateway import admin
-from aigateway.admin import AdminError
-from aigateway.handlers import base
-from aigateway.handlers.base import BaseHandler
-from aigateway.sessions import COOKIE, MAX_AGE_DAYS, check_session, make_session
+from aigateway import web
+from aigateway.admin import login, service
+from aigateway.admin.errors import AdminError
+from aigateway.admin.sessions import COOKIE, MAX_AGE_DAYS, check_session, make_session
+from aigateway.web import BaseHandler
 
 # No inline script or style anywhere: every page loads its own file from /static/.
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+# Everything the admin UI serves (pages, API answers, static files) carries these besides the common ones.
+ADMIN_HEADERS = (("Content-Security-Policy", CSP), ("Cross-Origin-Opener-Policy", "same-origin"),
+                 ("Permissions-Policy", "camera=(), microphone=(), geolocation=()"))
 COOKIE_PATH = "/admin"
 PAGES = ("clients", "providers", "settings", "usage")
 _ERROR_TYPES = {400: "invalid_request", 401: "authentication", 403: "permission", 404: "not_found",
@@ -31,22 +32,7 @@ _ERROR_TYPES = {400: "invalid_request", 401: "authentication", 403: "permission"
 def current_admin(handler: tornado.web.RequestHandler) -> str | None:
     """The logged-in admin's name from the signed session cookie, or None. Any handler can call it
     (the dashboard's WebSocket does, in ``prepare``, before the upgrade)."""
-    return check_session(handler.settings["gateway"].config, handler.get_cookie(COOKIE))
-
-
-def security_headers(handler: tornado.web.RequestHandler) -> None:
-    """Headers for everything the admin UI serves: pages, API answers and static files (the
-    common ones, HSTS over HTTPS included, come from handlers/base.py)."""
-    base.security_headers(handler)
-    handler.set_header("Content-Security-Policy", CSP)
-    handler.set_header("Cross-Origin-Opener-Policy", "same-origin")
-    handler.set_header("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
-
-
-@functools.cache
-def _pages(static_path: str) -> tornado.template.Loader:
-    """The page templates, compiled once per process."""
-    return tornado.template.Loader(static_path)
+    return check_session(web.gateway_of(handler).config, handler.get_cookie(COOKIE))
 
 
 class AdminHandler(BaseHandler):
@@ -57,10 +43,7 @@ class AdminHandler(BaseHandler):
     login_required = True
     page = False  # pages redirect to the login page; API routes answer 401 JSON
     admin_name: str | None = None
-
-    def set_default_headers(self) -> None:
-        super().set_default_headers()
-        security_headers(self)
+    header_policy: tuple[tuple[str, str], ...] = ADMIN_HEADERS
 
     def prepare(self) -> None:
         """Session first (so an anonymous call learns it must log in), then the XSRF token."""
@@ -76,6 +59,11 @@ class AdminHandler(BaseHandler):
             self.check_xsrf_cookie()
 
     # -- helpers
+    @property
+    def remote_ip(self) -> str:
+        """The client's address as the socket sees it (the login throttle counts per address)."""
+        return self.request.remote_ip or ""
+
     def json_body(self) -> dict:
         """The request body as a JSON object ({} when empty)."""
         if not self.request.body:
@@ -96,7 +84,7 @@ class AdminHandler(BaseHandler):
         """Finish with JSON. Provider keys are scrubbed from every admin answer, whatever it holds."""
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(admin.scrub(orjson.dumps(data).decode(), self.gateway.config))
+        self.finish(service.scrub(orjson.dumps(data).decode(), self.gateway.config))
 
     def start_session(self) -> None:
         """Set the signed session cookie for the configured admin (and current password)."""
@@ -104,29 +92,17 @@ class AdminHandler(BaseHandler):
                         samesite="Strict", secure=self.request.protocol == "https", expires_days=MAX_AGE_DAYS)
 
     def send_page(self, name: str) -> None:
-        """An admin page: static/{name}.html inside static/_page.html (head, header, navigation);
+        """An admin page: templates/{name}.html inside templates/_page.html (head, header, navigation);
         its script fetches the data. Also sets the ``_xsrf`` cookie."""
         self.xsrf_token  # noqa: B018 -- reading it sets the cookie the page's api.js sends back
         self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(_pages(self.settings["static_path"]).load(f"{name}.html").generate(page=name))
+        self.finish(self.render_string(f"{name}.html", page=name))
 
     # -- errors
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Every admin error as ``{"error": {"message", "type", "status", "fields"?}}``."""
         exc = kwargs.get("exc_info", (None, None))[1]
-        if isinstance(exc, AdminError):
-            err = exc
-        elif status_code == 403 and "xsrf" in str(getattr(exc, "log_message", "")).lower():
-            err = AdminError(403, "Missing or wrong XSRF token: send the _xsrf cookie's value"
-                                  " in an X-XSRFToken header.")
-        elif status_code == 404:
-            err = AdminError(404, f"No route for {self.request.method} {self.request.path}.")
-        elif status_code == 405:
-            err = AdminError(405, f"Method {self.request.method} is not allowed here.")
-        elif status_code < 500:
-            err = AdminError(status_code, self._reason or "Bad request.")
-        else:
-            err = AdminError(500, "Internal error in the gateway.")
+        err = exc if isinstance(exc, AdminError) else AdminError(*web.tornado_error(self, status_code, exc))
         self.clear_header("Content-Type")
         if err.retry_after is not None:
             self.set_header("Retry-After", str(math.ceil(err.retry_after)))
@@ -145,7 +121,8 @@ class StaticHandler(tornado.web.StaticFileHandler):
     """/static/: Tornado's file handler (ETag, caching) with the admin UI's security headers."""
 
     def set_default_headers(self) -> None:
-        security_headers(self)
+        """The admin UI's headers, but cacheable: Tornado's ETag and Last-Modified do their job."""
+        web.security_headers(self, ADMIN_HEADERS, no_store=False)
 
     def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
         """A path the OS cannot even look up (a NUL byte, a name too long) is simply not found."""
@@ -185,7 +162,7 @@ class LoginHandler(AdminHandler):
 
     async def post(self) -> None:
         """``{"username", "password"}`` → session cookie. Throttled per IP and per user name."""
-        username = await admin.login(self.gateway, self.json_body(), self.request.remote_ip)
+        username = await login.log_in(self.gateway, self.json_body(), self.remote_ip)
         self.start_session()
         self.write_json({"username": username})
 
@@ -200,7 +177,7 @@ class LogoutHandler(AdminHandler):
 class PasswordHandler(AdminHandler):
     async def post(self) -> None:
         """``{"current_password", "new_password"}``: every other session ends; this one continues."""
-        await admin.change_password(self.gateway, self.json_body(), self.request.remote_ip)
+        await service.change_password(self.gateway, self.json_body(), self.remote_ip)
         self.start_session()
         self.write_json({"changed": True})
 
@@ -208,7 +185,7 @@ class PasswordHandler(AdminHandler):
 class MetaHandler(AdminHandler):
     def get(self) -> None:
         """Who is logged in, and the choices the forms offer (key types, limits, provider types)."""
-        self.write_json(admin.meta(self.gateway, self.admin_name))
+        self.write_json(service.meta(self.gateway, self.admin_name or ""))
 
 
 # -- clients
@@ -217,37 +194,37 @@ class MetaHandler(AdminHandler):
 class ClientsHandler(AdminHandler):
     async def get(self) -> None:
         """Every client with today's usage."""
-        self.write_json({"clients": await admin.list_clients(self.gateway)})
+        self.write_json({"clients": await service.list_clients(self.gateway)})
 
     async def post(self) -> None:
         """Create a client; the answer's ``api_key`` is shown this once."""
-        self.write_json(await admin.create_client(self.gateway, self.json_body()), 201)
+        self.write_json(await service.create_client(self.gateway, self.json_body()), 201)
 
 
 class ClientHandler(AdminHandler):
     async def get(self, client_id: str) -> None:
         """One client."""
-        self.write_json(await admin.get_client(self.gateway, int(client_id)))
+        self.write_json(await service.get_client(self.gateway, int(client_id)))
 
     async def patch(self, client_id: str) -> None:
         """Change some of a client's settings (limits: null = the configured default)."""
-        self.write_json(await admin.update_client(self.gateway, int(client_id), self.json_body()))
+        self.write_json(await service.update_client(self.gateway, int(client_id), self.json_body()))
 
     async def delete(self, client_id: str) -> None:
         """Delete a client: its key is refused at once."""
-        self.write_json(await admin.delete_client(self.gateway, int(client_id)))
+        self.write_json(await service.delete_client(self.gateway, int(client_id)))
 
 
 class RotateKeyHandler(AdminHandler):
     async def post(self, client_id: str) -> None:
         """A new key (``{"key_type"}`` optional); the old one stops working at once."""
-        self.write_json(await admin.rotate_key(self.gateway, int(client_id), self.json_body()))
+        self.write_json(await service.rotate_key(self.gateway, int(client_id), self.json_body()))
 
 
 class ResetUsageHandler(AdminHandler):
     async def post(self, client_id: str) -> None:
         """Start the client's limits and quotas afresh from now."""
-        self.write_json(await admin.reset_usage(self.gateway, int(client_id)))
+        self.write_json(await service.reset_usage(self.gateway, int(client_id)))
 
 
 # -- providers
@@ -256,11 +233,11 @@ class ResetUsageHandler(AdminHandler):
 class ProvidersHandler(AdminHandler):
     def get(self) -> None:
         """Every provider, keys never included (only ``api_key_set``)."""
-        self.write_json({"providers": admin.list_providers(self.gateway)})
+        self.write_json({"providers": service.list_providers(self.gateway)})
 
     async def post(self) -> None:
         """Add a provider; saved to config.yaml and live at once."""
-        self.write_json(await admin.save_provider(self.gateway, None, self.json_body()), 201)
+        self.write_json(await service.save_provider(self.gateway, None, self.json_body()), 201)
 
 
 class ProviderHandler(AdminHandler):
@@ -268,21 +245,21 @@ class ProviderHandler(AdminHandler):
         """One provider."""
         if name not in self.gateway.config.providers:
             raise AdminError(404, f"no provider named {name!r}")
-        self.write_json(admin.provider_out(self.gateway, name))
+        self.write_json(service.provider_out(self.gateway, name))
 
     async def patch(self, name: str) -> None:
         """Change a provider (``api_key``: omit to keep, null to remove)."""
-        self.write_json(await admin.save_provider(self.gateway, name, self.json_body()))
+        self.write_json(await service.save_provider(self.gateway, name, self.json_body()))
 
     async def delete(self, name: str) -> None:
         """Delete a provider that no client uses (409 otherwise)."""
-        self.write_json(await admin.delete_provider(self.gateway, name))
+        self.write_json(await service.delete_provider(self.gateway, name))
 
 
 class ProviderTestHandler(AdminHandler):
     async def post(self, name: str) -> None:
         """List the upstream's models with this provider (the body may override unsaved fields)."""
-        self.write_json(await admin.test_provider(self.gateway, name, self.json_body()))
+        self.write_json(await service.test_provider(self.gateway, name, self.json_body()))
 
 
 # -- settings and usage
@@ -291,23 +268,23 @@ class ProviderTestHandler(AdminHandler):
 class SettingsHandler(AdminHandler):
     def get(self) -> None:
         """Client defaults, time zone, logging level and server facts."""
-        self.write_json(admin.settings_out(self.gateway))
+        self.write_json(service.settings_out(self.gateway))
 
     async def patch(self) -> None:
         """Change settings by dotted name; saved to config.yaml and applied at once."""
-        self.write_json(await admin.save_settings(self.gateway, self.json_body()))
+        self.write_json(await service.save_settings(self.gateway, self.json_body()))
 
 
 class UsageHandler(AdminHandler):
     async def get(self) -> None:
         """Daily usage per day, client and model between ``from`` and ``to``."""
-        self.write_json(await admin.usage_report(self.gateway, self.query_args()))
+        self.write_json(await service.usage_report(self.gateway, self.query_args()))
 
 
 class UsageCsvHandler(AdminHandler):
     async def get(self) -> None:
         """The same range as a CSV download, one row per day, client and model."""
-        name, text = await admin.usage_csv(self.gateway, self.query_args())
+        name, text = await service.usage_csv(self.gateway, self.query_args())
         self.set_header("Content-Type", "text/csv; charset=utf-8")
         self.set_header("Content-Disposition", f'attachment; filename="{name}"')
         self.finish(text)
@@ -316,7 +293,7 @@ class UsageCsvHandler(AdminHandler):
 class RequestLogHandler(AdminHandler):
     async def get(self) -> None:
         """A page of the request log, newest first (keyset paging with ``before``)."""
-        self.write_json(await admin.request_log(self.gateway, self.query_args()))
+        self.write_json(await service.request_log(self.gateway, self.query_args()))
 
 
 routes = [
