@@ -51,17 +51,19 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("defaults.quota.max_input_tokens", 1000000, "Largest input of one request, in tokens (0: unlimited)"),
     Setting("defaults.quota.max_output_tokens", 8192, "Output cap of one request, in tokens (0: unlimited)"),
     Setting("defaults.timezone", "UTC", "Time zone (IANA name) whose midnight starts a new day for limits"),
-    Setting("database.path", "./data/gateway.db", "SQLite file (relative paths: against the config's folder)"),
+    Setting("database.path", "./data/gateway.db", "SQLite file (a relative path starts from the config file's folder)"),
     Setting("logging.level", "info", "debug, info, warning or error"),
-    Setting("logging.file", "./logs/gateway.log", "Rotating log file (relative: against the config's folder)"),
+    Setting("logging.file", "./logs/gateway.log", "Rotating log file (10 MB, 5 kept; a relative path starts from the config file's folder)"),
 )
 
 PROVIDER_FIELDS: tuple[Setting, ...] = (
     Setting("type", "openai", "One of: " + ", ".join(PROVIDER_TYPES)),
     Setting("api_key", "", "The provider's API key (write-only in the admin UI)"),
-    Setting("base_url", "", "Overrides the official endpoint (OpenAI-compatible types: ends in /v1)"),
+    Setting("base_url", "", "Overrides the official endpoint; for OpenAI-compatible types it ends in `/v1`; for "
+            "`anthropic` and `gemini` it is the host root (`https://api.anthropic.com`)"),
     Setting("default_model", "", "Model used when neither the request nor the client names one"),
-    Setting("allowed_models", [], "If not empty, the only models clients may use"),
+    Setting("allowed_models", [], "If not empty, the only models clients may use (and what `/v1/models` lists; "
+            "otherwise the upstream's own list, cached 5 minutes)"),
     Setting("timeout_seconds", 120, "Whole-request timeout; for streams, the longest silence allowed"),
 )
 

@@ -111,7 +111,7 @@ def test_dashboard_live_then_reconnects_after_restart(browser: Any, server: Gate
     wait_shown(page, "dash-live", 3, 3, 3)
     page.wait_for_function("() => document.getElementById('s-error_rate').textContent === '33.3%'", timeout=SECOND)
     for figure in ("latency_p50_ms", "latency_p95_ms", "ttft_p50_ms", "ttft_p95_ms"):
-        assert float(page.inner_text(f"#s-{figure}")) > 0, figure
+        assert float(page.inner_text(f"#s-{figure}").replace(",", "")) > 0, figure  # "1,506" ms
 
     # Restart (what GatewayServer.restart does, with a look in between): "disconnected", then
     # back by itself with a fresh snapshot that still has the history.
