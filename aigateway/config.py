@@ -53,7 +53,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("defaults.timezone", "UTC", "Time zone (IANA name) whose midnight starts a new day for limits"),
     Setting("database.path", "./data/gateway.db", "SQLite file (a relative path starts from the config file's folder)"),
     Setting("logging.level", "info", "debug, info, warning or error"),
-    Setting("logging.file", "./logs/gateway.log", "Rotating log file (10 MB, 5 kept; a relative path starts from the config file's folder)"),
+    Setting("logging.file", "./logs/gateway.log",
+            "Rotating log file (10 MB, 5 kept; a relative path starts from the config file's folder)"),
 )
 
 PROVIDER_FIELDS: tuple[Setting, ...] = (

@@ -1,7 +1,7 @@
 """A fake LLM provider speaking the OpenAI, Anthropic and Gemini wire formats, for tests.
 
 It is the only stand-in our tests use, so it aims to be exact enough that the official SDKs, pointed
-straight at it, accept everything (see docs/protocols.md). Replies are deterministic:
+straight at it, accept everything. Replies are deterministic:
 
 * Text: ``"[system: S1 | S2] "`` (only when the request has a system prompt) + ``"Echo: "`` + the text
   of the last user message, with knob directives removed; each inline image adds

@@ -117,7 +117,7 @@ def error_text(status: int, body: bytes) -> tuple[str, Any]:
 
 def json_object(text: str) -> dict:
     """Tool-call argument text as an object, for formats that carry objects; invalid or empty JSON
-    becomes {} (protocols.md §11.9)."""
+    becomes {}."""
     try:
         value = orjson.loads(text or "{}")
     except orjson.JSONDecodeError:

@@ -162,7 +162,7 @@ def test_encode_sampling_parameters():
     params = Params(max_tokens=100, temperature=1.5, top_p=0.5, top_k=20, stop=["\n", "END", " "], seed=3,
                     presence_penalty=1.0, frequency_penalty=1.0, user="u-1", n=1)
     body = encode(ChatRequest("m", [user(TextPart("q"))], params=params, stream=True))
-    assert body["temperature"] == 1.0 and "top_p" not in body  # clamped; never both (§11.2, §11.3)
+    assert body["temperature"] == 1.0 and "top_p" not in body  # clamped; never both
     assert body["top_k"] == 20 and body["max_tokens"] == 100
     assert body["stop_sequences"] == ["END"]
     assert body["metadata"] == {"user_id": "u-1"} and body["stream"] is True
@@ -232,7 +232,7 @@ def test_encode_thinking_budget_stays_below_max_tokens(params, thinking, max_tok
     body = encode(ChatRequest("m", [user(TextPart("q"))], params=params))
     assert body["max_tokens"] == max_tokens
     assert body.get("thinking") == (thinking and {"type": "enabled", "budget_tokens": thinking})
-    if thinking:  # thinking rejects temperature / top_k changes (§3.3)
+    if thinking:  # thinking rejects temperature / top_k changes
         assert "temperature" not in body and "top_k" not in body
     else:
         assert body["temperature"] == 0.2 and body["top_k"] == 5
@@ -962,7 +962,7 @@ def test_models():
 
 
 def test_models_next_page_after_the_last_id():
-    """Anthropic pages by id (§3.7): with has_more the next page starts after the page's last_id."""
+    """Anthropic pages by id: with has_more the next page starts after the page's last_id."""
     assert fmt.next_models_path({"data": [], "has_more": True, "last_id": "claude-b"}) == \
         "/v1/models?limit=1000&after_id=claude-b"
     assert fmt.next_models_path({"data": [], "has_more": True, "last_id": None}) is None

@@ -461,7 +461,7 @@ def test_patch_clamps_max_tokens_in_the_field_the_client_used(fields, cap, field
     (True, None, True, {"include_usage": True}),
     (True, {"include_usage": False}, True, {"include_usage": True}),
     (True, {"include_obfuscation": False}, True, {"include_obfuscation": False, "include_usage": True}),
-    (True, {"include_usage": True}, False, None),  # Mistral rejects stream_options (protocols.md §9.2)
+    (True, {"include_usage": True}, False, None),  # Mistral rejects stream_options
     (True, None, False, None),
     (False, {"include_usage": True}, True, None),  # OpenAI rejects stream_options without stream
     (False, None, True, None),
@@ -598,7 +598,7 @@ def chunk(delta: dict | None = None, finish: str | None = None, **top: Any) -> b
 USAGE = {"prompt_tokens": 9, "completion_tokens": 7, "total_tokens": 16,
          "prompt_tokens_details": {"cached_tokens": 4}, "completion_tokens_details": {"reasoning_tokens": 2}}
 
-# An OpenAI stream with text, two streamed tool calls and the include_usage chunk (protocols.md §2.4).
+# An OpenAI stream with text, two streamed tool calls and the include_usage chunk.
 OPENAI_STREAM = b"".join([
     chunk({"role": "assistant", "content": ""}, usage=None),
     chunk({"content": "Let me "}, usage=None),

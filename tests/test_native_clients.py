@@ -1,7 +1,6 @@
 """Issue 4's Must-show: the official anthropic and google-genai SDKs, unmodified, complete plain,
 streamed, multi-turn, image and tool-call round trips through a real gateway against every backend
-type (openai, anthropic, gemini), and see errors, keys and listings the way their own APIs give them
-(protocols.md §3, §4, §7.4, §7.5, §8, §10)."""
+type (openai, anthropic, gemini), and see errors, keys and listings the way their own APIs give them."""
 
 from __future__ import annotations
 
@@ -37,7 +36,7 @@ ANTHROPIC_TOOLS = [{"name": "get_weather", "description": "Current weather", "in
 GENAI_TOOL = types.Tool(function_declarations=[types.FunctionDeclaration(
     name="get_weather", description="Current weather",
     parameters=types.Schema(type="OBJECT", properties={"city": types.Schema(type="STRING")}, required=["city"]))])
-VERSIONS = {"default-v1": None, "v1beta": "v1beta"}  # genai's default api version is v1 (protocols §10)
+VERSIONS = {"default-v1": None, "v1beta": "v1beta"}  # genai's default api version is v1
 
 
 @dataclass(frozen=True)
@@ -204,7 +203,7 @@ def test_anthropic_sdk_stream_get_final_message(gateway, client):
 @pytest.mark.parametrize("tools", [False, True], ids=["text", "tool"])
 def test_anthropic_sse_events_are_well_formed(gateway, client, tools):
     """Every frame carries an ``event:`` line matching its data ``type``; blocks open, grow and close
-    in order; message_delta then message_stop end it; pings may come anywhere (§3.5, §7.4)."""
+    in order; message_delta then message_stop end it; pings may come anywhere."""
     body = {"model": client.model, "max_tokens": 256, "stream": True,
             "messages": [{"role": "user", "content": "weather in Oslo?"}],
             **({"tools": ANTHROPIC_TOOLS} if tools else {})}
@@ -579,7 +578,7 @@ def test_gemini_routes_accept_every_key_style(gateway, clients, style):
         resp = httpx.post(gemini_url(gateway, client.model, "countTokens", version), json=body,
                           headers=headers, params=params, timeout=30)
         assert resp.status_code == 200 and resp.json()["totalTokens"] > 0
-    # /v1beta/models is Gemini's alone; /v1/models is shared and dispatched on the key style (§8.4)
+    # /v1beta/models is Gemini's alone; /v1/models is shared and dispatched on the key style
     listing = httpx.get(gateway.url + "/v1beta/models", headers=headers, params=params).json()
     assert [m["name"] for m in listing["models"]] == [f"models/{m}" for m in LISTED["gemini"]]
     if style != "bearer":
@@ -677,7 +676,7 @@ def test_anthropic_sdk_gateway_errors(gateway, restricted):
     assert int(info.value.response.headers["retry-after"]) >= 1
 
 
-# ---------------------------------------------------------------- what each SDK sends (protocols §10)
+# ---------------------------------------------------------------- what each SDK sends
 
 
 def sent(fake_requests: Callable[[], list[dict]]) -> list[tuple[str, str, dict]]:

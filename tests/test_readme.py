@@ -76,3 +76,14 @@ def test_layout_lists_every_module_and_folder() -> None:
     package = layout[:layout.index("\ntests/")]  # the lines about aigateway/
     for name in {n for n in re.findall(r"[\w./-]+", package) if n.endswith(".py")}:
         assert any(Path(t).name == name for t in tracked), f"README Layout names {name}, which does not exist"
+
+
+def test_code_cites_public_documents_only() -> None:
+    """The code cites the providers' public documentation, never notes a reader of the repository
+    does not have (the team's protocol digests)."""
+    tracked = subprocess.run(["git", "ls-files", "aigateway", "tests", "contrib", ".ci"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.split()
+    cited = [f"{p}:{n}" for p in tracked if (ROOT / p).is_file() and p != "tests/test_readme.py"
+             for n, line in enumerate((ROOT / p).read_text(errors="replace").splitlines(), 1)
+             if re.search(r"protocols(-2)?\.md|stack-notes|§\d", line)]
+    assert not cited, cited

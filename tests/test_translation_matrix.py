@@ -55,7 +55,7 @@ class Seen:
 
 
 def collect(resp: Any, stream: bool) -> Seen:
-    """A completion, or a stream reassembled by hand the way OpenAI's docs describe (§2.4)."""
+    """A completion, or a stream reassembled by hand the way OpenAI's docs describe."""
     if not stream:
         choice = resp.choices[0]
         calls = [(c.id, c.function.name, c.function.arguments) for c in choice.message.tool_calls or []]
@@ -78,7 +78,7 @@ def collect(resp: Any, stream: bool) -> Seen:
                 entry[1] += call.function.name or "" if call.function else ""
                 entry[2] += call.function.arguments or "" if call.function else ""
             finish = choice.finish_reason or finish
-    assert len(ids) == 1 and len(models) == 1, "every chunk repeats the same id and model (§2.4)"
+    assert len(ids) == 1 and len(models) == 1, "every chunk repeats the same id and model"
     return Seen(content, finish, [tuple(calls[i]) for i in sorted(calls)], usage, chunks, models.pop())
 
 
@@ -182,7 +182,7 @@ def test_system_prompt(backends, sent, backend, stream):
         assert body["messages"][0] == {"role": "system", "content": "You are terse."}
     elif backend == "anthropic":
         assert body["system"] == "You are terse."
-        assert [m["role"] for m in body["messages"]] == ["user"]  # no system role in messages (§3.1)
+        assert [m["role"] for m in body["messages"]] == ["user"]  # no system role in messages
     else:
         assert body["systemInstruction"] == {"parts": [{"text": "You are terse."}]}
         assert [c["role"] for c in body["contents"]] == ["user"]
@@ -370,7 +370,7 @@ MESSAGES = {429: "Rate limit reached. Please try again later.", 500: "Fake error
 @pytest.mark.parametrize(("backend", "status"), ERRORS)
 def test_upstream_status_becomes_sdk_exception(backends, backend, status):
     """Upstream error statuses reach the openai SDK as the matching exception with the upstream's
-    message. Anthropic's 529 is Anthropic-only: OpenAI clients get the standard 503 (§8.2)."""
+    message. Anthropic's 529 is Anthropic-only: OpenAI clients get the standard 503."""
     with pytest.raises(openai.APIStatusError) as info:
         backends[backend].create(False, messages=user(f"hi #fake:status={status}"))
     expected = {429: openai.RateLimitError}.get(status, openai.InternalServerError)

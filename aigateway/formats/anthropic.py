@@ -1,5 +1,10 @@
-"""Anthropic Messages: the codec contract (see ``formats/__init__``) for ``POST /v1/messages``,
-both as an upstream and as the format Anthropic SDK clients speak to the gateway (protocols.md §3)."""
+"""Anthropic Messages: the codec contract (``formats/contract.py``) for ``POST /v1/messages``,
+both as an upstream and as the format Anthropic SDK clients speak to the gateway.
+
+References: https://docs.anthropic.com/en/api/messages (request and response, content blocks, turn
+rules), https://docs.anthropic.com/en/docs/build-with-claude/streaming (events),
+https://docs.anthropic.com/en/api/errors, https://docs.anthropic.com/en/api/models-list and
+https://docs.anthropic.com/en/api/messages-count-tokens."""
 
 from __future__ import annotations
 
@@ -30,11 +35,11 @@ UPSTREAM_AUTH = "x-api-key"
 UPSTREAM_HEADERS = (("anthropic-version", "2023-06-01"),)
 MESSAGES_PATH = "/v1/messages"
 DEFAULT_MAX_TOKENS = 4096
-"""``max_tokens`` is required by Anthropic (§3.1, §11.1): used when neither client nor policy sets one."""
-CONTINUE_TEXT = "(continue)"  # the minimal user turn before a leading assistant turn (§11.8)
+"""``max_tokens`` is required by Anthropic: used when neither client nor policy sets one."""
+CONTINUE_TEXT = "(continue)"  # the minimal user turn before a leading assistant turn
 JSON_INSTRUCTION = "Respond with one valid JSON object only, with no other text and no code fences."
-"""Anthropic has no JSON mode for every model (§5.3), so json_object becomes this system instruction."""
-# Reasoning effort -> thinking budget_tokens (a gateway policy, §5.3); Anthropic's minimum budget is 1024.
+"""Anthropic has no JSON mode for every model, so json_object becomes this system instruction."""
+# Reasoning effort -> thinking budget_tokens (a gateway policy); Anthropic's minimum budget is 1024.
 EFFORT_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 4096, "high": 16384, "xhigh": 32768, "max": 32768}
 MIN_BUDGET = 1024
 
@@ -49,7 +54,7 @@ _STOP_REASON = {neutral.FinishReason.STOP: "end_turn", neutral.FinishReason.LENG
                 neutral.FinishReason.TOOL_CALLS: "tool_use", neutral.FinishReason.CONTENT_FILTER: "refusal"}
 _CHOICE_IN = {"auto": "auto", "any": "required", "tool": "tool", "none": "none"}
 _CHOICE_OUT = {v: k for k, v in _CHOICE_IN.items()}
-# protocols.md §3.6 / §8.2
+# Anthropic's error types and their statuses (https://docs.anthropic.com/en/api/errors)
 _ERROR_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,
                  "permission_error": 403, "not_found_error": 404, "request_too_large": 413,
                  "rate_limit_error": 429, "api_error": 500, "timeout_error": 504, "overloaded_error": 529}
@@ -164,7 +169,7 @@ def _tools(raw: list) -> list[neutral.Tool]:
 
 
 def decode_request(body: dict, route: neutral.Route) -> neutral.ChatRequest:
-    """An Anthropic SDK request body to the neutral request; any malformed input is a 400 (§3.1–§3.3)."""
+    """An Anthropic SDK request body to the neutral request; any malformed input is a 400."""
     if not isinstance(body, dict):
         raise neutral.invalid("the request body must be a JSON object")
     try:
@@ -223,7 +228,7 @@ def _tool_id(call_id: str) -> str:
 
 def _encode_part(part: Any, role: str) -> dict | None:
     if isinstance(part, neutral.TextPart):
-        return {"type": "text", "text": part.text} if part.text.strip() else None  # §3.3: empty text is a 400
+        return {"type": "text", "text": part.text} if part.text.strip() else None  # empty text blocks are a 400
     if isinstance(part, neutral.ImagePart) and (part.data or part.url):
         doc = part.media_type == "application/pdf"
         source = ({"type": "base64", "media_type": part.media_type or "image/png", "data": part.data}
@@ -239,7 +244,7 @@ def _encode_part(part: Any, role: str) -> dict | None:
         if part.is_error:
             block["is_error"] = True
         return block
-    if isinstance(part, neutral.ReasoningPart) and role == "assistant":  # unsigned thinking would be rejected (§3.2)
+    if isinstance(part, neutral.ReasoningPart) and role == "assistant":  # unsigned thinking would be rejected
         if part.redacted:
             return {"type": "redacted_thinking", "data": part.redacted}
         if part.signature:
@@ -248,7 +253,7 @@ def _encode_part(part: Any, role: str) -> dict | None:
 
 
 def _first(block: dict) -> bool:
-    """Blocks that must lead their turn: tool results (user, §3.3) and thinking (assistant, §3.2)."""
+    """Blocks that must lead their turn: tool results (user) and thinking (assistant)."""
     return block["type"] in ("tool_result", "thinking", "redacted_thinking")
 
 
@@ -280,7 +285,7 @@ def _budget(p: neutral.Params) -> int:
 
 
 def encode_request(req: neutral.ChatRequest, policy: neutral.Policy) -> tuple[str, dict]:
-    """The neutral request as an Anthropic Messages body (§5, §11); the relay already applied the policy."""
+    """The neutral request as an Anthropic Messages body; the relay already applied the policy."""
     p = req.params
     if p.n is not None and p.n > 1:
         raise neutral.invalid("n: Anthropic models return one choice per request; n > 1 is not supported", "n")
@@ -292,21 +297,21 @@ def encode_request(req: neutral.ChatRequest, policy: neutral.Policy) -> tuple[st
         body["system"] = "\n\n".join(system)
     max_tokens, budget = p.max_tokens or DEFAULT_MAX_TOKENS, _budget(p)
     forced = req.tool_choice is not None and req.tool_choice.mode in ("required", "tool")
-    if budget and not forced:  # thinking may not be combined with forced tool use (§3.3)
+    if budget and not forced:  # thinking may not be combined with forced tool use
         if p.max_tokens is None:
             max_tokens = budget + DEFAULT_MAX_TOKENS
-        budget = min(budget, max_tokens - 1)  # max_tokens must exceed the budget (§3.1)
+        budget = min(budget, max_tokens - 1)  # max_tokens must exceed the budget
         if budget >= MIN_BUDGET:
             body["thinking"] = {"type": "enabled", "budget_tokens": budget}
     body["max_tokens"] = max_tokens
-    if "thinking" not in body:  # thinking forbids temperature/top_k changes (§3.3)
+    if "thinking" not in body:  # thinking forbids temperature/top_k changes
         if p.temperature is not None:
-            body["temperature"] = min(max(float(p.temperature), 0.0), 1.0)  # Anthropic's range is 0-1 (§11.2)
+            body["temperature"] = min(max(float(p.temperature), 0.0), 1.0)  # Anthropic's range is 0-1
         elif p.top_p is not None:
-            body["top_p"] = p.top_p  # never both (§11.3)
+            body["top_p"] = p.top_p  # never both
         if p.top_k is not None:
             body["top_k"] = p.top_k
-    stop = [s for s in p.stop or () if s.strip()]  # whitespace-only stop sequences are a 400 (§11.4)
+    stop = [s for s in p.stop or () if s.strip()]  # whitespace-only stop sequences are a 400
     if stop:
         body["stop_sequences"] = stop
     if req.tools:
@@ -351,7 +356,7 @@ def patch_request(body: dict, policy: neutral.Policy, route: neutral.Route) -> t
     thinking = body.get("thinking")
     if body["max_tokens"] != asked and isinstance(thinking, dict) and thinking.get("type") == "enabled":
         budget = thinking.get("budget_tokens")
-        if isinstance(budget, int) and budget >= body["max_tokens"]:  # the clamp must not cause a 400 (§3.1)
+        if isinstance(budget, int) and budget >= body["max_tokens"]:  # the clamp must not cause a 400
             if body["max_tokens"] - 1 >= MIN_BUDGET:
                 thinking["budget_tokens"] = body["max_tokens"] - 1
             else:
@@ -367,7 +372,7 @@ def _int(value: Any) -> int:
 
 
 def _usage(raw: Any) -> neutral.Usage | None:
-    """Anthropic usage, normalised: input includes cache reads and writes (§6.2)."""
+    """Anthropic usage, normalised: input includes cache reads and writes."""
     if not isinstance(raw, dict):
         return None
     read, write = _int(raw.get("cache_read_input_tokens")), _int(raw.get("cache_creation_input_tokens"))
@@ -378,7 +383,7 @@ def _usage(raw: Any) -> neutral.Usage | None:
 
 
 def _encode_usage(u: neutral.Usage) -> dict:
-    """The reverse of ``_usage``: Anthropic's input_tokens exclude cached tokens (§6.2)."""
+    """The reverse of ``_usage``: Anthropic's input_tokens exclude cached tokens."""
     out: dict[str, Any] = {"input_tokens": max(0, u.input_tokens - u.cached_tokens - u.cache_write_tokens),
            "cache_creation_input_tokens": u.cache_write_tokens, "cache_read_input_tokens": u.cached_tokens,
            "output_tokens": u.output_tokens}
@@ -388,11 +393,11 @@ def _encode_usage(u: neutral.Usage) -> dict:
 
 
 def _finish(raw: Any) -> neutral.FinishReason | None:
-    return None if raw is None else _FINISH.get(raw, neutral.FinishReason.STOP)  # unknown reasons: stop (§6.1)
+    return None if raw is None else _FINISH.get(raw, neutral.FinishReason.STOP)  # unknown reasons: stop
 
 
 def decode_response(body: dict) -> neutral.ChatResponse:
-    """An upstream Messages response to the neutral response (§3.4)."""
+    """An upstream Messages response to the neutral response."""
     try:
         parts: list = []
         for block in body.get("content") or ():
@@ -426,7 +431,7 @@ def _content(parts: list) -> list[dict]:
 
 
 def encode_response(resp: neutral.ChatResponse, req: neutral.ChatRequest) -> dict:
-    """The neutral response as an Anthropic ``message`` object (§3.4)."""
+    """The neutral response as an Anthropic ``message`` object."""
     return {"id": resp.id, "type": "message", "role": "assistant", "model": resp.model,
             "content": _content(resp.parts), "stop_reason": _STOP_REASON[resp.finish or neutral.FinishReason.STOP],
             "stop_sequence": None, "usage": _encode_usage(resp.usage or neutral.Usage())}
@@ -436,13 +441,13 @@ def encode_response(resp: neutral.ChatResponse, req: neutral.ChatRequest) -> dic
 
 
 class StreamDecoder(FrameDecoder):
-    """Upstream Messages SSE to neutral events (§3.5). Tool calls are renumbered 0, 1, ... (§11.17)."""
+    """Upstream Messages SSE to neutral events. Tool calls are renumbered 0, 1, ...."""
 
     def __init__(self) -> None:
         super().__init__()
         self._started = self._finished = False
         self._blocks: dict[int, int] = {}  # content-block index -> tool-call index
-        self._usage: dict[str, Any] = {}  # Anthropic usage so far; message_delta values replace (§11.15)
+        self._usage: dict[str, Any] = {}  # Anthropic usage so far; message_delta values replace
 
     def _decode(self, frame: SSEFrame) -> list[neutral.Event]:
         if not frame.data:
@@ -515,7 +520,7 @@ class StreamDecoder(FrameDecoder):
 
 
 class StreamEncoder:
-    """Neutral events to Anthropic SSE for Anthropic SDK clients (§3.5, §7.4): every event with both
+    """Neutral events to Anthropic SSE for Anthropic SDK clients: every event with both
     ``event:`` and ``data:`` lines. message_delta waits for ``close()`` so it carries the final usage,
     which other upstreams (OpenAI) report after the finish reason."""
 
@@ -616,7 +621,7 @@ class StreamEncoder:
 
 
 def encode_error(err: neutral.GatewayError) -> tuple[int, dict[str, str], bytes]:
-    """Anthropic's error body (§3.6, §8.2); status kept (529 included); retry-after in whole seconds."""
+    """Anthropic's error body; status kept (529 included); retry-after in whole seconds."""
     kind = "rate_limit_error" if err.kind is neutral.ErrorKind.QUOTA and err.status == 429 else _ERROR_TYPE[err.kind]
     body = {"type": "error", "error": {"type": kind, "message": err.message}, "request_id": "req_gateway"}
     headers = dict(err.headers)
@@ -627,7 +632,7 @@ def encode_error(err: neutral.GatewayError) -> tuple[int, dict[str, str], bytes]
 
 def _error(status: int, message: str, kind: Any = None) -> neutral.GatewayError:
     """An upstream error as a gateway error: 401/403 become 502 because the gateway's provider key
-    was refused, not the client's; 529 stays 529 (kind overloaded) (§8.2)."""
+    was refused, not the client's; 529 stays 529 (kind overloaded)."""
     err = neutral.upstream_error(status, message)
     if kind == "billing_error" and err.status == 402:
         err.kind = neutral.ErrorKind.QUOTA
@@ -656,7 +661,7 @@ def decode_models(body: dict) -> list[str]:
 
 
 def next_models_path(body: dict) -> str | None:
-    """Anthropic pages by id: ``has_more``, then ``after_id`` = the page's ``last_id`` (§3.7)."""
+    """Anthropic pages by id: ``has_more``, then ``after_id`` = the page's ``last_id``."""
     last = body.get("last_id")
     if body.get("has_more") is True and isinstance(last, str) and last:
         return f"{MODELS_PATH}&after_id={quote(last, safe='')}"
@@ -664,19 +669,19 @@ def next_models_path(body: dict) -> str | None:
 
 
 def encode_model(model_id: str) -> dict:
-    """Anthropic's model object (§3.7); the date is unknown, so the epoch."""
+    """Anthropic's model object; the date is unknown, so the epoch."""
     return {"type": "model", "id": model_id, "display_name": model_id, "created_at": "1970-01-01T00:00:00Z",
             "lifecycle": "active"}
 
 
 def encode_models(ids: list[str]) -> dict:
-    """Anthropic's model page (§3.7, §8.4): everything in one page."""
+    """Anthropic's model page: everything in one page."""
     first, last = (ids[0], ids[-1]) if ids else (None, None)
     return {"data": [encode_model(i) for i in ids], "has_more": False, "first_id": first, "last_id": last}
 
 
 def decode_count(body: dict, route: neutral.Route) -> neutral.ChatRequest:
-    """A count_tokens body: a Messages request without max_tokens (§3.7)."""
+    """A count_tokens body: a Messages request without max_tokens."""
     if isinstance(body, dict):
         body = {**body, "max_tokens": body.get("max_tokens") or 1}
     return decode_request(body, route)

@@ -1,5 +1,10 @@
-"""Gemini generateContent: the codec contract (see ``formats/__init__``) for Google's Developer API,
-both as an upstream and as the format google-genai clients speak to the gateway (protocols.md §4)."""
+"""Gemini generateContent: the codec contract (``formats/contract.py``) for Google's Developer API,
+both as an upstream and as the format google-genai clients speak to the gateway.
+
+References: https://ai.google.dev/api/generate-content (request, response, streaming),
+https://ai.google.dev/api/caching#Schema (the OpenAPI schema subset),
+https://ai.google.dev/gemini-api/docs/troubleshooting (errors), https://ai.google.dev/api/models and
+https://ai.google.dev/api/tokens."""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from aigateway.formats.framing import FrameDecoder, JSONArrayEncoder, SSEDecoder
 
 NAME = "gemini"
 ID_PREFIX = ""  # Gemini responseIds are bare tokens
-MODELS_PATH = "/v1beta/models?pageSize=1000"  # the default page is 50; a page may still hold fewer (§4.7)
+MODELS_PATH = "/v1beta/models?pageSize=1000"  # the default page is 50; a page may still hold fewer
 # The model and the method are in the path (``%3A`` is an escaped colon), under /v1beta/ and /v1/.
 _METHOD = r"/(v1beta|v1)/models/([^/:]+?)(?::|%3A)"
 ENDPOINTS = (
@@ -32,13 +37,13 @@ CLIENT_KEYS = ("x-goog-api-key", "?key")
 LISTING_HINTS = ("x-goog-api-key", "?key")
 UPSTREAM_AUTH = "x-goog-api-key"
 UPSTREAM_HEADERS = ()
-CONTINUE_TEXT = "(continue)"  # the minimal user turn before a leading model turn (§11.8)
-# Between a functionResponse turn and a following user text (§4.3): folding the text into the response
+CONTINUE_TEXT = "(continue)"  # the minimal user turn before a leading model turn
+# Between a functionResponse turn and a following user text: folding the text into the response
 # content makes Gemini 3 answer empty, and two user contents in a row break strict alternation
 # (google-gemini/gemini-cli#28700 inserts a placeholder model turn the same way).
 BRIDGE_TEXT = "(tool results received)"
 # Google's documented stand-in for a functionCall replayed without its thoughtSignature (history not
-# made by Gemini 3, or by a client that dropped it): Gemini 3 rejects such a call otherwise (§4.3, §11.13).
+# made by Gemini 3, or by a client that dropped it): Gemini 3 rejects such a call otherwise.
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 # reasoning_effort -> thinkingBudget: the mapping Google's own OpenAI-compatible endpoint documents.
 EFFORT_BUDGETS = {"none": 0, "minimal": 1024, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 24576,
@@ -46,7 +51,7 @@ EFFORT_BUDGETS = {"none": 0, "minimal": 1024, "low": 1024, "medium": 8192, "high
 _KNOWN = frozenset({"contents", "systemInstruction", "system_instruction", "generationConfig",
                     "generation_config", "tools", "toolConfig", "tool_config", "model"})
 _FILTERED = frozenset({"SAFETY", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE",
-                       "IMAGE_PROHIBITED_CONTENT", "RECITATION", "IMAGE_RECITATION"})  # §6.1
+                       "IMAGE_PROHIBITED_CONTENT", "RECITATION", "IMAGE_RECITATION"})  # FinishReason values
 _FINISH_OUT = {neutral.FinishReason.STOP: "STOP", neutral.FinishReason.TOOL_CALLS: "STOP",
                neutral.FinishReason.LENGTH: "MAX_TOKENS",
                neutral.FinishReason.CONTENT_FILTER: "SAFETY"}
@@ -55,13 +60,13 @@ _MODE_OUT = {"auto": "AUTO", "none": "NONE", "required": "ANY", "tool": "ANY"}
 _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 402: "FAILED_PRECONDITION",
            403: "PERMISSION_DENIED", 404: "NOT_FOUND", 409: "ABORTED", 413: "INVALID_ARGUMENT",
            429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 502: "UNAVAILABLE", 503: "UNAVAILABLE",
-           504: "DEADLINE_EXCEEDED"}  # §8.2
+           504: "DEADLINE_EXCEEDED"}  # google.rpc canonical codes
 _KIND_STATUS = {neutral.ErrorKind.RATE_LIMIT: "RESOURCE_EXHAUSTED", neutral.ErrorKind.QUOTA: "RESOURCE_EXHAUSTED",
                 neutral.ErrorKind.TIMEOUT: "DEADLINE_EXCEEDED", neutral.ErrorKind.NOT_FOUND: "NOT_FOUND"}
 _URLSAFE = str.maketrans("-_", "+/")
 _MIME = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png", "gif": "image/gif",
          "webp": "image/webp", "heic": "image/heic", "heif": "image/heif", "pdf": "application/pdf"}
-# JSON Schema keywords Gemini's OpenAPI-subset Schema also takes (§4.2); everything else is dropped.
+# JSON Schema keywords Gemini's OpenAPI-subset Schema also takes; everything else is dropped.
 _SCHEMA_KEYS = frozenset({"description", "enum", "title", "minItems", "maxItems", "minimum", "maximum",
                           "minLength", "maxLength", "pattern", "minProperties", "maxProperties", "default",
                           "example"})
@@ -74,7 +79,7 @@ _PARAMS = (("max_tokens", "maxOutputTokens", True), ("n", "candidateCount", True
 
 def _g(obj: Any, name: str) -> Any:
     """A field by its camelCase name or its snake_case spelling: the API takes both, and google-genai
-    itself sends a mix (``inlineData`` holding ``mime_type``, ``parameters_json_schema``) (§4.1)."""
+    itself sends a mix (``inlineData`` holding ``mime_type``, ``parameters_json_schema``)."""
     if not isinstance(obj, dict):
         return None
     value = obj.get(name)
@@ -99,7 +104,7 @@ def _path(model: str, stream: bool) -> str:
 
 def _call_id(*key: Any) -> str:
     """A deterministic tool-call id: Gemini calls often have none, and a later functionResponse (name
-    and optional id only) must link to the same id in every request of the conversation (§5.5)."""
+    and optional id only) must link to the same id in every request of the conversation."""
     return "call_" + hashlib.sha256(":".join(map(str, key)).encode()).hexdigest()[:24]
 
 
@@ -271,7 +276,7 @@ def _check(params: neutral.Params) -> None:
 
 def decode_request(body: dict, route: neutral.Route) -> neutral.ChatRequest:
     """A google-genai / REST body (camelCase or snake_case) to the neutral request; the model and the
-    streaming choice come from the URL (§4.1, §4.2). Anything malformed is a 400 INVALID_ARGUMENT."""
+    streaming choice come from the URL. Anything malformed is a 400 INVALID_ARGUMENT."""
     if not isinstance(body, dict):
         raise neutral.invalid("the request body must be a JSON object")
     try:
@@ -297,7 +302,7 @@ def decode_request(body: dict, route: neutral.Route) -> neutral.ChatRequest:
 def _call_part(name: str, arguments: str, provider_data: dict) -> dict:
     part: dict[str, Any] = {"functionCall": {"name": name, "args": neutral.json_object(arguments)}}
     if provider_data.get("thought_signature"):
-        part["thoughtSignature"] = provider_data["thought_signature"]  # beside functionCall (§4.2)
+        part["thoughtSignature"] = provider_data["thought_signature"]  # beside functionCall
     return part
 
 
@@ -316,7 +321,7 @@ def _user_part(p: neutral.TextPart | neutral.ImagePart) -> dict:
 
 def _response_part(p: neutral.ToolResultPart, names: dict[str, str]) -> dict:
     """functionResponse needs the function name (OpenAI tool messages only carry the id) and an
-    object ``response`` (§5.5, §11.10)."""
+    object ``response``."""
     response: Any = None
     if not p.is_error:
         try:
@@ -330,7 +335,7 @@ def _response_part(p: neutral.ToolResultPart, names: dict[str, str]) -> dict:
 
 
 def _append(contents: list[dict], role: str, parts: list[dict]) -> None:
-    """Add a content, merging same-role neighbours (Gemini wants alternation, §4.3, §11.7), except that
+    """Add a content, merging same-role neighbours (Gemini wants alternation), except that
     user text never joins a functionResponse content: a bridge model turn separates them."""
     if not parts:
         return
@@ -368,7 +373,7 @@ def _contents(messages: list[neutral.Message], sign: bool) -> list[dict]:
 
 
 def _to_openapi(schema: Any, defs: dict, depth: int = 0) -> dict:
-    """JSON Schema to Gemini's OpenAPI subset (§4.2, §11.11): ``$ref`` inlined from ``$defs``, null
+    """JSON Schema to Gemini's OpenAPI subset: ``$ref`` inlined from ``$defs``, null
     unions as ``nullable``, uppercase types; keywords Gemini rejects ($schema, additionalProperties,
     unknown formats...) dropped."""
     if not isinstance(schema, dict) or depth > 24:
@@ -440,7 +445,7 @@ def _config(req: neutral.ChatRequest) -> dict:
     fmt = req.response_format
     if fmt is not None and fmt.type in ("json_object", "json_schema"):
         config["responseMimeType"] = "application/json"
-        if fmt.type == "json_schema":  # responseJsonSchema takes plain JSON Schema (§5.3)
+        if fmt.type == "json_schema":  # responseJsonSchema takes plain JSON Schema
             config["responseJsonSchema"] = fmt.schema or {"type": "object"}
     budget = p.reasoning_budget
     budget = EFFORT_BUDGETS.get(p.reasoning_effort or "") if budget is None else budget
@@ -450,7 +455,7 @@ def _config(req: neutral.ChatRequest) -> dict:
 
 
 def encode_request(req: neutral.ChatRequest, policy: neutral.Policy) -> tuple[str, dict]:
-    """The neutral request as a generateContent body (§4.2, §5); the relay has applied the policy."""
+    """The neutral request as a generateContent body; the relay has applied the policy."""
     model = _bare(req.model or policy.model)
     sign = not re.match(r"(gemini-[12][.-]|gemma)", model)  # only Gemini 3+ validates call signatures
     body: dict[str, Any] = {"contents": _contents(req.messages, sign)}
@@ -498,7 +503,7 @@ def patch_request(body: dict, policy: neutral.Policy, route: neutral.Route) -> t
 
 
 def _usage(raw: Any) -> neutral.Usage | None:
-    """usageMetadata normalised (§6.2): thoughts count as output, tool-use prompt tokens as input."""
+    """usageMetadata normalised: thoughts count as output, tool-use prompt tokens as input."""
     if not isinstance(raw, dict):
         return None
     count = {k: int(v) for k, v in raw.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
@@ -510,7 +515,7 @@ def _usage(raw: Any) -> neutral.Usage | None:
 
 class _Lines(SSEDecoder):
     """SSE, plus the bare (possibly pretty-printed) JSON lines Gemini may send for an error after the
-    stream opened (§4.5); each such object becomes a frame of its own."""
+    stream opened; each such object becomes a frame of its own."""
 
     whole_events = False  # every line goes through _line, which spots the JSON ones
 
@@ -540,7 +545,7 @@ class _Lines(SSEDecoder):
 
 
 class StreamDecoder(FrameDecoder):
-    """Upstream ``streamGenerateContent?alt=sse`` frames to neutral events (§4.5, §7.3). Each chunk holds
+    """Upstream ``streamGenerateContent?alt=sse`` frames to neutral events. Each chunk holds
     only new parts; function calls arrive whole; usageMetadata is cumulative (the last one wins)."""
 
     def __init__(self) -> None:
@@ -569,7 +574,7 @@ class StreamDecoder(FrameDecoder):
         events: list[neutral.Event] = []
         usage = _usage(chunk.get("usageMetadata"))
         if not self._started:  # the first chunk's usage already holds the prompt count: Start carries it,
-            # so an Anthropic client's message_start reports input tokens as Anthropic's own does (§3.5)
+            # so an Anthropic client's message_start reports input tokens as Anthropic's own does
             self._started, self._rid = True, str(chunk.get("responseId") or "")
             events.append(neutral.Start(self._rid, str(chunk.get("modelVersion") or ""), 0, usage))
         candidates = chunk.get("candidates")
@@ -588,7 +593,7 @@ class StreamDecoder(FrameDecoder):
                     finish = neutral.FinishReason.TOOL_CALLS
                 events.append(neutral.Finish(finish))
         elif (chunk.get("promptFeedback") or {}).get("blockReason") and not self._finished:
-            self._finished = True  # the prompt itself was blocked: no candidates at all (§4.4)
+            self._finished = True  # the prompt itself was blocked: no candidates at all
             events.append(neutral.Finish(neutral.FinishReason.CONTENT_FILTER))
         if usage is not None:
             events.append(neutral.UsageReport(usage))
@@ -609,7 +614,7 @@ class StreamDecoder(FrameDecoder):
 
 
 def decode_response(body: dict) -> neutral.ChatResponse:
-    """An upstream GenerateContentResponse to the neutral response (§4.4, §6)."""
+    """An upstream GenerateContentResponse to the neutral response."""
     if isinstance(body.get("error"), dict):
         code = body["error"].get("code")
         raise decode_error(code if isinstance(code, int) and 400 <= code < 600 else 502, orjson.dumps(body))
@@ -625,7 +630,7 @@ def decode_response(body: dict) -> neutral.ChatResponse:
 
 
 def _encode_usage(u: neutral.Usage) -> dict:
-    """Neutral usage the Gemini way (§6.2): candidatesTokenCount excludes thoughts."""
+    """Neutral usage the Gemini way: candidatesTokenCount excludes thoughts."""
     out = {"promptTokenCount": u.input_tokens, "totalTokenCount": u.total_tokens,
            "candidatesTokenCount": max(0, u.output_tokens - u.reasoning_tokens)}
     if u.reasoning_tokens:
@@ -647,7 +652,7 @@ def _response(parts: list[dict], finish: neutral.FinishReason | None, usage: neu
 
 
 def encode_response(resp: neutral.ChatResponse, req: neutral.ChatRequest) -> dict:
-    """The neutral response as a GenerateContentResponse (§4.4); reasoning as ``thought`` parts."""
+    """The neutral response as a GenerateContentResponse; reasoning as ``thought`` parts."""
     parts: list[dict] = []
     for p in resp.parts:
         if isinstance(p, neutral.ReasoningPart) and p.text:
@@ -660,7 +665,7 @@ def encode_response(resp: neutral.ChatResponse, req: neutral.ChatRequest) -> dic
 
 
 class StreamEncoder:
-    """Neutral events to google-genai stream chunks, SSE (``alt=sse``) or one JSON array (§4.5, §7.5).
+    """Neutral events to google-genai stream chunks, SSE (``alt=sse``) or one JSON array.
     Tool calls are buffered until whole, since Gemini clients expect complete calls; the final chunk
     (finishReason + usage) is written by close(), so usage reported after Finish still makes it in."""
 
@@ -730,8 +735,8 @@ class StreamEncoder:
 
 
 def encode_error(err: neutral.GatewayError) -> tuple[int, dict[str, str], bytes]:
-    """Google's error body ``{"error": {code, message, status}}`` (§4.6, §8.2), with a RetryInfo detail
-    and a retry-after header when a delay is known (§8.3)."""
+    """Google's error body ``{"error": {code, message, status}}``, with a RetryInfo detail
+    and a retry-after header when a delay is known."""
     status = 503 if err.status == 529 else err.status
     body: dict[str, Any] = {"code": status, "message": err.message,
                             "status": _STATUS.get(status) or _KIND_STATUS.get(err.kind) or
@@ -745,7 +750,7 @@ def encode_error(err: neutral.GatewayError) -> tuple[int, dict[str, str], bytes]
 
 def decode_error(status: int, body: bytes) -> neutral.GatewayError:
     """An upstream error, parsed defensively (JSON object or array, HTML, text). An invalid API key
-    (400 API_KEY_INVALID, 401, 403) is the gateway's configuration problem: 502 (§8.2, §11.19)."""
+    (400 API_KEY_INVALID, 401, 403) is the gateway's configuration problem: 502."""
     message, parsed = neutral.error_text(status, body)
     if parsed is None:
         return neutral.upstream_error(status, message)
@@ -790,7 +795,7 @@ def next_models_path(body: dict) -> str | None:
 
 
 def encode_model(model_id: str) -> dict:
-    """One Model (§4.7, §8.4); the token limits are typical Gemini values, the gateway knows no better."""
+    """One Model; the token limits are typical Gemini values, the gateway knows no better."""
     model_id = _bare(model_id)
     return {"name": f"models/{model_id}", "displayName": model_id, "inputTokenLimit": 1048576,
             "outputTokenLimit": 65536, "supportedGenerationMethods": ["generateContent", "countTokens"]}
@@ -801,7 +806,7 @@ def encode_models(ids: list[str]) -> dict:
 
 
 def decode_count(body: dict, route: neutral.Route) -> neutral.ChatRequest:
-    """A countTokens body: ``contents`` alone, or a whole ``generateContentRequest`` (§4.7)."""
+    """A countTokens body: ``contents`` alone, or a whole ``generateContentRequest``."""
     if isinstance(body, dict):
         body = _g(body, "generateContentRequest") or body
     return decode_request(body, route)

@@ -1,5 +1,9 @@
-"""OpenAI chat completions: the codec contract (see ``formats/__init__``) for the OpenAI wire
-format, spoken by OpenAI, Mistral, Ollama, LM Studio and most other servers (protocols.md §2, §9)."""
+"""OpenAI chat completions: the codec contract (``formats/contract.py``) for the OpenAI wire
+format, spoken by OpenAI, Mistral, Ollama, LM Studio and most other servers.
+
+References: https://platform.openai.com/docs/api-reference/chat (request, response, streaming
+chunks), https://platform.openai.com/docs/guides/error-codes (errors),
+https://platform.openai.com/docs/api-reference/models (listing)."""
 
 from __future__ import annotations
 
@@ -43,7 +47,7 @@ _FINISH = {"stop": neutral.FinishReason.STOP, "length": neutral.FinishReason.LEN
            "model_length": neutral.FinishReason.LENGTH,
            "tool_calls": neutral.FinishReason.TOOL_CALLS, "function_call": neutral.FinishReason.TOOL_CALLS,
            "content_filter": neutral.FinishReason.CONTENT_FILTER}
-# protocols.md §8.2: error kind -> (type, code)
+# error kind -> (type, code) of OpenAI's error body (https://platform.openai.com/docs/guides/error-codes)
 _ERROR_TYPES = {
     neutral.ErrorKind.INVALID_REQUEST: ("invalid_request_error", None),
     neutral.ErrorKind.AUTHENTICATION: ("invalid_request_error", "invalid_api_key"),
@@ -95,7 +99,7 @@ def _user_parts(content: Any, where: str) -> list:
 
 
 def _image(url: str, detail: str | None) -> neutral.ImagePart:
-    """Data URLs become inline base64 images; other URLs stay URLs (protocols.md §5.2)."""
+    """Data URLs become inline base64 images; other URLs stay URLs."""
     if url.startswith("data:"):
         header, _, data = url[5:].partition(",")
         mime, _, encoding = header.partition(";")
@@ -114,7 +118,7 @@ def _assistant_parts(msg: dict, where: str) -> list:
     if text:
         parts.append(neutral.TextPart(text))
     refusal = msg.get("refusal")
-    if isinstance(refusal, str) and refusal:  # the model's refusal is its answer (§6.3)
+    if isinstance(refusal, str) and refusal:  # the model's refusal is its answer
         parts.append(neutral.TextPart(refusal))
     for call in msg.get("tool_calls") or []:
         fn = call.get("function") or {}
@@ -355,7 +359,7 @@ def _encode_usage(u: neutral.Usage) -> dict:
 
 def _finish(raw: Any, refused: bool = False) -> neutral.FinishReason | None:
     """A finish reason; OpenAI ends a refusal with "stop" and the text in ``refusal``, which the other
-    formats say with their own refusal reasons (Anthropic refusal, Gemini SAFETY: §6.1, §6.3)."""
+    formats say with their own refusal reasons (Anthropic refusal, Gemini SAFETY)."""
     finish = None if raw is None else _FINISH.get(raw, neutral.FinishReason.STOP)
     return neutral.FinishReason.CONTENT_FILTER if refused and finish is neutral.FinishReason.STOP else finish
 
@@ -539,8 +543,8 @@ class StreamEncoder:
 
 
 def encode_error(err: neutral.GatewayError) -> tuple[int, dict[str, str], bytes]:
-    """OpenAI's error body: all four keys, always (protocols.md §2.5). Anthropic's 529 is
-    Anthropic-only: OpenAI clients get the standard 503 for an overload (§8.2)."""
+    """OpenAI's error body: all four keys, always. Anthropic's 529 is
+    Anthropic-only: OpenAI clients get the standard 503 for an overload."""
     kind_type, kind_code = _ERROR_TYPES.get(err.kind, ("server_error", None))
     body = {"error": {"message": err.message, "type": kind_type, "param": err.param,
                       "code": err.code or kind_code}}
@@ -552,7 +556,7 @@ def encode_error(err: neutral.GatewayError) -> tuple[int, dict[str, str], bytes]
 
 def decode_error(status: int, body: bytes) -> neutral.GatewayError:
     """An upstream error: OpenAI's shape, Mistral's top-level one, 422 ``detail`` lists, LM Studio's
-    bare string, or HTML/text (§8.2)."""
+    bare string, or HTML/text."""
     message, parsed = neutral.error_text(status, body)
     err = parsed.get("error", parsed) if isinstance(parsed, dict) else parsed
     if isinstance(err, str):

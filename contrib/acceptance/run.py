@@ -71,7 +71,7 @@ class Usage:
 
 
 def upstream_usage(backend: str, scenario: str) -> Usage:
-    """What the upstream reports for ``backend``, normalised (protocols.md §6.2)."""
+    """What the upstream reports for ``backend``, normalised."""
     if backend == "openai":
         u = up.OPENAI_USAGE
         return Usage(u["prompt_tokens"], u["completion_tokens"], u["prompt_tokens_details"]["cached_tokens"],
