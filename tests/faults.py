@@ -6,27 +6,45 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx2 as httpx
 import orjson
 
-FORMATS = ("openai", "anthropic", "gemini")
+from aigateway.formats import FORMATS as REGISTRY
+
+Request = tuple[str, dict, dict]  # path, headers, body
 
 
-def chat_request(fmt: str, key: str, text: str, stream: bool, model: str = "gpt-4o") -> tuple[str, dict, dict]:
-    """(path, headers, body) of a one-message chat request in the inbound format ``fmt``."""
-    if fmt == "openai":
-        return ("/v1/chat/completions", {"Authorization": f"Bearer {key}"},
-                {"model": model, "messages": [{"role": "user", "content": text}], "stream": stream})
-    if fmt == "anthropic":
-        return ("/v1/messages", {"x-api-key": key, "anthropic-version": "2023-06-01"},
-                {"model": model, "max_tokens": 256, "messages": [{"role": "user", "content": text}],
-                 "stream": stream})
+def _openai(key: str, text: str, stream: bool, model: str) -> Request:
+    return ("/v1/chat/completions", {"Authorization": f"Bearer {key}"},
+            {"model": model, "messages": [{"role": "user", "content": text}], "stream": stream})
+
+
+def _anthropic(key: str, text: str, stream: bool, model: str) -> Request:
+    return ("/v1/messages", {"x-api-key": key, "anthropic-version": "2023-06-01"},
+            {"model": model, "max_tokens": 256, "messages": [{"role": "user", "content": text}], "stream": stream})
+
+
+def _gemini(key: str, text: str, stream: bool, model: str) -> Request:
     action = "streamGenerateContent?alt=sse" if stream else "generateContent"
     return (f"/v1beta/models/{model}:{action}", {"x-goog-api-key": key},
             {"contents": [{"role": "user", "parts": [{"text": text}]}]})
+
+
+# One chat request per inbound format, written by hand in that format's wire shape (not with our
+# codecs). Every registered format must have one: a new codec fails here until its request is added.
+CHAT_REQUESTS: dict[str, Callable[[str, str, bool, str], Request]] = {
+    "openai": _openai, "anthropic": _anthropic, "gemini": _gemini}
+assert set(CHAT_REQUESTS) == set(REGISTRY), f"add a chat request for {set(REGISTRY) - set(CHAT_REQUESTS)}"
+FORMATS = tuple(REGISTRY)
+
+
+def chat_request(fmt: str, key: str, text: str, stream: bool, model: str = "gpt-4o") -> Request:
+    """(path, headers, body) of a one-message chat request in the inbound format ``fmt``."""
+    return CHAT_REQUESTS[fmt](key, text, stream, model)
 
 
 @dataclass
