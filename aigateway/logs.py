@@ -74,7 +74,8 @@ def log_request(handler: Any) -> None:
     """Tornado's access log without the query string (Gemini clients may put their key there);
     formatted only when debugging or for server errors, so the hot path pays nothing."""
     status = handler.get_status()
-    level = logging.ERROR if status >= 500 else logging.DEBUG
+    # A probe's 503 (not ready, draining) is an answer that a load balancer asks for every second.
+    level = logging.ERROR if status >= 500 and not getattr(handler, "probe", False) else logging.DEBUG
     logger = logging.getLogger("tornado.access")
     if logger.isEnabledFor(level):
         logger.log(level, "%d %s %s %.2fms", status, handler.request.method, handler.request.path,
