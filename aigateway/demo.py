@@ -83,6 +83,7 @@ def prepare(folder: Path, upstream: str) -> Setup:
         for name, p in PROVIDERS.items()}
     data.setdefault("admin", {})["password_hash"] = ""
     password = _generate_admin(data)
+    assert password is not None  # the hash was just emptied, so a new password was made
     write_file(path, data)
     config = load(path, announce=False)  # validates, fills anything missing, makes data/ and logs/
     conn = connect(config.resolve("database.path"))
@@ -93,7 +94,7 @@ def prepare(folder: Path, upstream: str) -> Setup:
                 clients.update(conn, name, providers=list(config.providers), provider=provider, enabled=1, **limits)
                 keys[name] = clients.rotate_key(conn, name)[1]
             except clients.ClientError:  # first run, or deleted since
-                keys[name] = clients.create(conn, name, provider, providers=list(config.providers), **limits)[1]
+                keys[name] = clients.create(conn, name, provider, "sk-", list(config.providers), **limits)[1]
     finally:
         conn.close()
     return Setup(path, password, keys)
