@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import tornado.web
 from tornado.ioloop import PeriodicCallback
 
-from aigateway import api, clients, upstream, usage
+from aigateway import api, clients, health, upstream, usage
 from aigateway.admin import dashboard, handlers
 from aigateway.admin.handlers import StaticHandler
 from aigateway.admin.login import LoginThrottle
@@ -173,5 +173,6 @@ def _settings(gateway: Gateway) -> dict:
 
 
 def make_app(gateway: Gateway) -> GatewayApp:
-    """The application: the client API's routes, then the admin UI's (each module's route table)."""
-    return GatewayApp(gateway, api.routes + handlers.routes + dashboard.routes)
+    """The application: the client API's routes, the probes, then the admin UI's (each module's
+    route table)."""
+    return GatewayApp(gateway, api.routes + health.routes + handlers.routes + dashboard.routes)

@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     fake.add_argument("--port", "-port", type=int, default=8091)
     fake.add_argument("--host", default="127.0.0.1")
 
+    demo = sub.add_parser("demo", help="the gateway with a fake upstream and a client, ready to try (Ctrl-C stops)")
+    demo.add_argument("--dir", default="aigateway-demo",
+                      help="the demo's own folder: config, database, logs (default ./aigateway-demo)")
+    demo.add_argument("--port", type=int, help="the gateway's port (default 8090, or a free one when taken)")
+    demo.add_argument("--traffic", action="store_true", help="send a gentle stream of varied requests")
+
     client = sub.add_parser("client", help="manage clients and their keys")
     actions = client.add_subparsers(dest="action", required=True)
     for name, help_ in (("add", "create a client and print its key once"), ("list", "list clients"),
@@ -155,6 +161,10 @@ def main(argv: list[str] | None = None) -> None:
             from aigateway import fake_upstream
 
             fake_upstream.serve(args.host, args.port)
+        elif args.command == "demo":
+            from aigateway import demo
+
+            sys.exit(demo.main(args.dir, args.port, args.traffic))
         elif args.command == "client":
             client_command(args)
     except ConfigError as exc:

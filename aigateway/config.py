@@ -53,6 +53,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("defaults.timezone", "UTC", "Time zone (IANA name) whose midnight starts a new day for limits"),
     Setting("database.path", "./data/gateway.db", "SQLite file (a relative path starts from the config file's folder)"),
     Setting("logging.level", "info", "debug, info, warning or error"),
+    Setting("logging.format", "text",
+            "text, or json: one JSON object per line (ts, level, logger, message, exc), file and console"),
     Setting("logging.file", "./logs/gateway.log",
             "Rotating log file (10 MB, 5 kept; a relative path starts from the config file's folder)"),
 )
@@ -84,6 +86,7 @@ DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
 }
 
 _LEVELS = ("debug", "info", "warning", "error")
+_CHOICES = {"logging.level": _LEVELS, "logging.format": ("text", "json")}
 
 
 class ConfigError(Exception):
@@ -177,9 +180,9 @@ def check(data: dict) -> tuple[dict[str, Provider], dict[str, str]]:
         _, value = _get(data, s.name)
         if not _check_type(value, s.default):
             fail(s.name, f"expected {_TYPE_NAMES[type(s.default)]}, got {value!r}")
-    level = _get(data, "logging.level")[1]
-    if "logging.level" not in errors and level not in _LEVELS:
-        fail("logging.level", f"expected one of {', '.join(_LEVELS)}")
+    for name, choices in _CHOICES.items():
+        if name not in errors and _get(data, name)[1] not in choices:
+            fail(name, f"expected one of {', '.join(choices)}")
     zone = _get(data, "defaults.timezone")[1]
     if "defaults.timezone" not in errors:
         try:

@@ -9,8 +9,10 @@ import os
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +30,17 @@ BATCH_MAX = 2000
 # write() and close() cut the wait short.
 LINGER_SECONDS = 0.2
 LONE_LINGER_SECONDS = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class WriterHealth:
+    """How the writer thread is doing, for the readiness probe (health.py)."""
+
+    alive: bool  # the thread runs (it stops only when the database is closed)
+    queued: int  # items waiting in the queue, not counting the batch being written
+    oldest_seconds: float  # at most how long the oldest item not yet committed has waited (0: none)
+    error: str | None  # why the last batch of records failed, until a batch succeeds again
+    error_seconds: float  # how long ago that failure was (0 when there is none)
 
 
 def connect(path: str | os.PathLike) -> sqlite3.Connection:
@@ -59,6 +72,11 @@ class Database:
         self._writer_conn = connect(self.path)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()  # put() is C: no lock or Condition in Python
         self._urgent = threading.Event()  # set by write() and close(): someone awaits the writer
+        # For writer_health(), written by the writer thread only: while it holds work (``_busy``),
+        # nothing it has not committed was queued before ``_since``.
+        self._busy = False
+        self._since = time.monotonic()
+        self._error: tuple[str, float] | None = None  # (why, when) the last batch of records failed
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="db-read")
         self._local = threading.local()
         self._thread = threading.Thread(target=self._run, name="db-writer", daemon=True)
@@ -80,18 +98,28 @@ class Database:
     def _run(self) -> None:
         conn = self._writer_conn
         while True:
+            idle = self._queue.empty()
             item = self._queue.get()
+            if idle:  # it has just arrived: nothing older waits
+                self._since = time.monotonic()
+            self._busy = True
             if not isinstance(item, tuple) and item is not _STOP:
                 self._urgent.wait(LINGER_SECONDS if not self._queue.empty() else LONE_LINGER_SECONDS)
             self._urgent.clear()
             batch = [item]
+            drained = False
             while len(batch) < BATCH_MAX:
                 try:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
+                    drained = True
                     break
+            drained_at = time.monotonic()
             stop = any(i is _STOP for i in batch)
             self._write_batch(conn, [i for i in batch if i is not _STOP])
+            if drained:  # what waits now was queued after the drain; with a backlog, _since stays
+                self._since = drained_at
+                self._busy = False
             if stop:
                 conn.close()
                 return
@@ -119,10 +147,20 @@ class Database:
                 conn.execute("BEGIN IMMEDIATE")
                 kind.write(conn, items)  # type: ignore[attr-defined]  # a record class (put's contract)
                 conn.execute("COMMIT")
-            except sqlite3.Error:
+                self._error = None
+            except sqlite3.Error as exc:
                 log.exception("could not store %d %s records", len(items), kind.__name__)
+                self._error = (f"could not store {len(items)} records: {exc}", time.monotonic())
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+
+    def writer_health(self) -> WriterHealth:
+        """The writer's state without touching the database: cheap enough for every probe. Read
+        from another thread without a lock: each field is one attribute, at worst a moment old."""
+        busy, error, now = self._busy, self._error, time.monotonic()
+        return WriterHealth(alive=self._thread.is_alive(), queued=self._queue.qsize(),
+                            oldest_seconds=now - self._since if busy else 0.0,
+                            error=error[0] if error else None, error_seconds=now - error[1] if error else 0.0)
 
     # -- reads
     def _reader(self) -> sqlite3.Connection:

@@ -3,10 +3,12 @@ masked in every line whatever logged it."""
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.handlers
 import os
 import re
+from datetime import datetime, timezone
 from typing import Any
 
 from aigateway.config import Config
@@ -43,6 +45,23 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class JsonFormatter(logging.Formatter):
+    """``logging.format: json``: one JSON object per line, ``ts`` (ISO-8601, UTC, milliseconds),
+    ``level``, ``logger``, ``message``, and ``exc`` (the traceback) when there is one. Handlers run
+    RedactingFilter before formatting, so message and traceback arrive masked. ASCII-only output
+    (stdlib json's escapes): a lone surrogate in a message cannot break the line or the file."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
+                 .replace("+00:00", "Z"),
+                 "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exc"] = record.exc_text
+        return json.dumps(entry)
+
+
 class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
     """Log files (the current one and every rotation) are created 0600, whatever the umask."""
 
@@ -52,7 +71,8 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
 
 
 def configure(config: Config) -> None:
-    """Send aigateway's and Tornado's logs to ``logging.file`` (rotated at 10 MB, 5 kept) and stderr."""
+    """Send aigateway's and Tornado's logs to ``logging.file`` (rotated at 10 MB, 5 kept) and stderr,
+    as text lines or (``logging.format: json``) JSON objects."""
     path = config.resolve("logging.file")
     path.parent.mkdir(parents=True, exist_ok=True)
     file_handler = PrivateRotatingFileHandler(path, maxBytes=10 * 1024 * 1024, backupCount=5)
@@ -60,8 +80,9 @@ def configure(config: Config) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
+    json_lines = config.get("logging.format") == "json"
     for handler in (file_handler, console):
-        handler.setFormatter(logging.Formatter(FORMAT))
+        handler.setFormatter(JsonFormatter() if json_lines else logging.Formatter(FORMAT))
         handler.addFilter(RedactingFilter())
         root.addHandler(handler)
     root.setLevel(config.get("logging.level").upper())
@@ -74,7 +95,8 @@ def log_request(handler: Any) -> None:
     """Tornado's access log without the query string (Gemini clients may put their key there);
     formatted only when debugging or for server errors, so the hot path pays nothing."""
     status = handler.get_status()
-    level = logging.ERROR if status >= 500 else logging.DEBUG
+    # A probe's 503 (not ready, draining) is an answer that a load balancer asks for every second.
+    level = logging.ERROR if status >= 500 and not getattr(handler, "probe", False) else logging.DEBUG
     logger = logging.getLogger("tornado.access")
     if logger.isEnabledFor(level):
         logger.log(level, "%d %s %s %.2fms", status, handler.request.method, handler.request.path,

@@ -42,6 +42,8 @@ def responses(gateway, key) -> dict[str, httpx.Response]:
             "api count tokens": http.post("/v1/messages/count_tokens", headers=auth,
                                           json={"model": "m", "messages": [{"role": "user", "content": "x"}]}),
             "health": http.get("/health"),
+            "healthz": http.get("/healthz"),
+            "readyz": http.get("/readyz"),
             "404 route": http.get("/no/such/route"),
             "admin login page": http.get("/admin"),
             "admin page redirect": http.get("/admin/clients"),
@@ -79,6 +81,7 @@ def test_the_statuses_are_what_the_names_say(gateway, key):
     """Guards the test above: each response really is the kind it is named for."""
     statuses = {name: r.status_code for name, r in responses(gateway, key).items()}
     assert statuses["api chat"] == statuses["api stream"] == statuses["health"] == statuses["static file"] == 200
+    assert statuses["healthz"] == statuses["readyz"] == 200
     assert (statuses["api 400"], statuses["api 401"], statuses["api 404 model"], statuses["api 405"]) == (
         400, 401, 404, 405)
     assert statuses["404 route"] == statuses["static 404"] == statuses["admin 404"] == 404
