@@ -245,7 +245,7 @@ def _validate(path: Path, data: dict, lines: dict[str, int]) -> dict[str, Provid
     return providers
 
 
-def _generate_admin(data: dict) -> str | None:
+def generate_admin(data: dict) -> str | None:
     """Fill an empty password hash or session secret; return a new plaintext password, if any."""
     password = None
     if not data["admin"].get("password_hash"):
@@ -308,7 +308,7 @@ def load(path: str | os.PathLike, *, announce: bool = True) -> Config:
         data["providers"] = {}
         changed = True
     providers = _validate(path, data, lines)
-    password = _generate_admin(data)
+    password = generate_admin(data)
     if password or changed:
         write_file(path, data)
     config = Config(path, data, providers)

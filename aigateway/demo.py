@@ -28,7 +28,7 @@ import orjson
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from aigateway import clients
-from aigateway.config import ConfigError, _generate_admin, default_data, load, parse, write_file
+from aigateway.config import ConfigError, default_data, generate_admin, load, parse, write_file
 from aigateway.db import connect
 
 DEFAULT_PORT = 8090  # when taken, the demo takes a free port instead
@@ -82,7 +82,7 @@ def prepare(folder: Path, upstream: str) -> Setup:
                "timeout_seconds": 30}
         for name, p in PROVIDERS.items()}
     data.setdefault("admin", {})["password_hash"] = ""
-    password = _generate_admin(data)
+    password = generate_admin(data)
     assert password is not None  # the hash was just emptied, so a new password was made
     write_file(path, data)
     config = load(path, announce=False)  # validates, fills anything missing, makes data/ and logs/
