@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import secrets
 import zoneinfo
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import bcrypt
 import yaml
 
 from aigateway.providers import PROVIDER_TYPES, Provider
+from aigateway.routing import DEFAULT_FALLBACK_STATUSES, ModelRoute
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("defaults.quota.max_output_tokens", 8192, "Output cap of one request, in tokens (0: unlimited)"),
     Setting("defaults.timezone", "UTC", "Time zone (IANA name) whose midnight starts a new day for limits"),
     Setting("database.path", "./data/gateway.db", "SQLite file (a relative path starts from the config file's folder)"),
+    Setting("routing.key_rest_seconds", 60,
+            "How long a provider key that got HTTP 429 without a Retry-After is skipped"),
+    Setting("routing.key_failed_seconds", 3600,
+            "How long a provider key refused with 401/403 is skipped (or until its value changes)"),
     Setting("logging.level", "info", "debug, info, warning or error"),
     Setting("logging.format", "text",
             "text, or json: one JSON object per line (ts, level, logger, message, exc), file and console"),
@@ -62,6 +69,8 @@ SETTINGS: tuple[Setting, ...] = (
 PROVIDER_FIELDS: tuple[Setting, ...] = (
     Setting("type", "openai", "One of: " + ", ".join(PROVIDER_TYPES)),
     Setting("api_key", "", "The provider's API key (write-only in the admin UI)"),
+    Setting("api_keys", [], "Several keys instead of `api_key`, sharing the load by weight: a list of "
+            "`{key, weight (1), label}`"),
     Setting("base_url", "", "Overrides the official endpoint; for OpenAI-compatible types it ends in `/v1`; for "
             "`anthropic` and `gemini` it is the host root (`https://api.anthropic.com`)"),
     Setting("default_model", "", "Model used when neither the request nor the client names one"),
@@ -117,7 +126,7 @@ def default_data() -> dict:
     for s in SETTINGS:
         _set(data, s.name, copy.deepcopy(s.default))
     data["providers"] = copy.deepcopy(DEFAULT_PROVIDERS)
-    order = ("server", "admin", "providers", "defaults", "database", "logging")
+    order = ("server", "admin", "providers", "defaults", "database", "logging", "routing")
     return {k: data[k] for k in order}
 
 
@@ -142,6 +151,19 @@ def _check_type(value: Any, default: Any) -> bool:
     return isinstance(value, str)
 
 
+# A route: a model name clients ask for, mapped to targets tried in order (routing.py).
+ROUTE_FIELDS: tuple[Setting, ...] = (
+    Setting("targets", [], "The providers to try in order: a list of `{provider, model}` (model: the name "
+            "to ask that provider for; empty keeps the route's name)"),
+    Setting("fallback_on", list(DEFAULT_FALLBACK_STATUSES),
+            "Upstream HTTP statuses that move on to the next target (connection failures and timeouts "
+            "before the first byte always do)"),
+    Setting("retries", 0, "Extra attempts on the same target before moving on (before the first byte only)"),
+    Setting("retry_max_seconds", 10, "Longest time one request may spend on retries, waits included"),
+)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}")
+
+
 _TYPE_NAMES = {bool: "true or false", int: "a whole number >= 0", float: "a number", list: "a list of strings",
                str: "a string"}
 
@@ -154,6 +176,7 @@ class Config:
     path: Path
     data: dict
     providers: dict[str, Provider]
+    routes: dict[str, ModelRoute] = field(default_factory=dict)
 
     def get(self, dotted: str) -> Any:
         return _get(self.data, dotted)[1]
@@ -167,10 +190,16 @@ class Config:
         return (self.path.parent / str(self.get(dotted))).resolve()
 
 
-def check(data: dict) -> tuple[dict[str, Provider], dict[str, str]]:
-    """Validate a whole config mapping: the providers it defines, and every problem found as
-    ``{dotted key: message}`` in file order (empty when valid). The one place validation lives:
-    ``load`` reports the first problem, the admin API all of them, field by field."""
+class Checked(NamedTuple):
+    providers: dict[str, Provider]
+    routes: dict[str, ModelRoute]
+    errors: dict[str, str]  # {dotted key: message} in file order; empty when valid
+
+
+def check(data: dict) -> Checked:
+    """Validate a whole config mapping: the providers and routes it defines, and every problem
+    found. The one place validation lives: ``load`` reports the first problem, the admin API all of
+    them, field by field."""
     errors: dict[str, str] = {}
 
     def fail(key: str, message: str) -> None:
@@ -202,7 +231,9 @@ def check(data: dict) -> tuple[dict[str, Provider], dict[str, str]]:
         before = len(errors)
         for field_ in PROVIDER_FIELDS:
             value = raw.get(field_.name)
-            if value is not None and not _check_type(value, field_.default):
+            if field_.name == "api_keys":
+                _check_keys(value, raw, f"{key}.api_keys", fail)
+            elif value is not None and not _check_type(value, field_.default):
                 fail(f"{key}.{field_.name}", f"expected {_TYPE_NAMES[type(field_.default)]}, got {value!r}")
         unknown = set(raw) - {f.name for f in PROVIDER_FIELDS}
         if unknown:
@@ -215,7 +246,79 @@ def check(data: dict) -> tuple[dict[str, Provider], dict[str, str]]:
             out[str(name)] = Provider.from_config(str(name), raw)
         except ValueError as exc:
             fail(f"{key}.base_url", str(exc))
-    return out, errors
+    return Checked(out, _check_routes(data.get("routes"), out, fail), errors)
+
+
+def _check_keys(value: Any, raw: dict, where: str, fail: Callable[[str, str], None]) -> None:
+    """``api_keys``: a list of ``{key, weight?, label?}``, instead of (not beside) ``api_key``."""
+    if value is None or value == []:
+        return
+    if raw.get("api_key"):
+        fail(where, "give either api_key or api_keys, not both")
+    if not isinstance(value, list):
+        fail(where, "expected a list of {key, weight, label}")
+        return
+    for i, entry in enumerate(value):
+        at = f"{where}.{i}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("key"), str) or not entry["key"].strip():
+            fail(at, "expected {key: the API key, weight: a whole number >= 1, label: a name}")
+        elif set(entry) - {"key", "weight", "label"}:
+            fail(f"{at}.{sorted(set(entry) - {'key', 'weight', 'label'})[0]}", "unknown key setting")
+        elif "weight" in entry and (isinstance(entry["weight"], bool) or not isinstance(entry["weight"], int)
+                                    or entry["weight"] < 1):
+            fail(f"{at}.weight", "expected a whole number >= 1")
+        elif not isinstance(entry.get("label", ""), str):
+            fail(f"{at}.label", "expected a string")
+
+
+def _check_routes(routes: Any, providers: dict[str, Provider], fail: Callable[[str, str], None]
+                  ) -> dict[str, ModelRoute]:
+    """``routes``: model names mapped to targets (providers that exist) and fallback rules."""
+    if routes is None:
+        return {}
+    if not isinstance(routes, dict):
+        fail("routes", "expected a mapping of route names to {targets, fallback_on, retries}")
+        return {}
+    out: dict[str, ModelRoute] = {}
+    for name, raw in routes.items():
+        key = f"routes.{name}"
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            fail(key, "a route name is a model name: letters, digits and . _ : @ + - (no slash)")
+            continue
+        if not isinstance(raw, dict):
+            fail(key, "expected a mapping (targets, fallback_on, retries, retry_max_seconds)")
+            continue
+        ok = True
+        for unknown in sorted(set(raw) - {f.name for f in ROUTE_FIELDS}):
+            fail(f"{key}.{unknown}", "unknown route setting")
+            ok = False
+        targets = raw.get("targets")
+        if not isinstance(targets, list) or not targets:
+            fail(f"{key}.targets", "expected a non-empty list of {provider, model}")
+            ok = False
+        else:
+            for i, target in enumerate(targets):
+                if not isinstance(target, dict) or set(target) - {"provider", "model"} \
+                        or not isinstance(target.get("model", ""), str):
+                    fail(f"{key}.targets.{i}", "expected {provider: a provider's name, model: a model name}")
+                    ok = False
+                elif target.get("provider") not in providers:
+                    fail(f"{key}.targets.{i}.provider", f"no provider named {target.get('provider')!r}")
+                    ok = False
+        statuses = raw.get("fallback_on")
+        if statuses is not None and (not isinstance(statuses, list) or not all(
+                isinstance(s, int) and not isinstance(s, bool) and 400 <= s <= 599 for s in statuses)):
+            fail(f"{key}.fallback_on", "expected a list of HTTP statuses (400-599)")
+            ok = False
+        for name_, bound in (("retries", 10), ("retry_max_seconds", 600)):
+            value = raw.get(name_)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0 <= value <= bound):
+                fail(f"{key}.{name_}", f"expected a number from 0 to {bound}")
+                ok = False
+        if ok:
+            out[name] = ModelRoute.from_config(name, raw)
+    return out
 
 
 class ConfigInvalid(ConfigError):
@@ -229,20 +332,20 @@ class ConfigInvalid(ConfigError):
 def validated(path: Path, data: dict) -> Config:
     """A new Config from a mapping, validated exactly as ``load`` validates the file, without
     reading or writing anything. Raises ConfigInvalid naming every bad key."""
-    providers, errors = check(data)
-    if errors:
-        raise ConfigInvalid(errors)
-    return Config(path, data, providers)
+    checked = check(data)
+    if checked.errors:
+        raise ConfigInvalid(checked.errors)
+    return Config(path, data, checked.providers, checked.routes)
 
 
-def _validate(path: Path, data: dict, lines: dict[str, int]) -> dict[str, Provider]:
-    providers, errors = check(data)
-    if errors:
-        key, message = next(iter(errors.items()))
+def _validate(path: Path, data: dict, lines: dict[str, int]) -> Checked:
+    checked = check(data)
+    if checked.errors:
+        key, message = next(iter(checked.errors.items()))
         line = lines.get(key) or lines.get(key.rsplit(".", 1)[0])
         where = f"{path}:{line}" if line else str(path)
         raise ConfigError(f"{where}: {key}: {message}")
-    return providers
+    return checked
 
 
 def generate_admin(data: dict) -> str | None:
@@ -307,11 +410,11 @@ def load(path: str | os.PathLike, *, announce: bool = True) -> Config:
     if data.get("providers") is None:
         data["providers"] = {}
         changed = True
-    providers = _validate(path, data, lines)
+    checked = _validate(path, data, lines)
     password = generate_admin(data)
     if password or changed:
         write_file(path, data)
-    config = Config(path, data, providers)
+    config = Config(path, data, checked.providers, checked.routes)
     for dotted in ("database.path", "logging.file"):
         config.resolve(dotted).parent.mkdir(parents=True, exist_ok=True)
     if password and announce:

@@ -23,7 +23,8 @@ def test_first_run_writes_the_original_schema_0600_and_prints_the_password_once(
     config = tmp_path / "config.yaml"
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     data = yaml.safe_load(config.read_text())
-    assert list(data) == ["server", "admin", "providers", "defaults", "database", "logging"]
+    # the original schema, in its order, then the sections this version adds
+    assert list(data) == ["server", "admin", "providers", "defaults", "database", "logging", "routing"]
     assert data["server"]["port"] == 8090 and data["server"]["https"]["enabled"] is False
     assert set(data["providers"]) == {"gemini", "openai", "anthropic", "mistral", "ollama", "lmstudio"}
     assert data["defaults"]["quota"]["max_output_tokens"] == 8192

@@ -369,7 +369,7 @@ async def test_provider(gw: Gateway, name: str, body: dict) -> dict:
     if old is None and not body:
         raise AdminError(404, f"no provider named {name!r}")
     raw, errors = _provider_raw({k: v for k, v in body.items() if k != "name"}, old)
-    providers, problems = config.check({**copy.deepcopy(gw.config.data), "providers": {name: raw}})
+    providers, _, problems = config.check({**copy.deepcopy(gw.config.data), "providers": {name: raw}, "routes": {}})
     for key, message in problems.items():
         errors.setdefault(_provider_field(name)(key), message)
     if errors:
