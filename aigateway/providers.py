@@ -39,11 +39,12 @@ class Provider:
 
     name: str
     type: str
-    api_key: str = field(repr=False)
+    api_key: str = field(repr=False)  # the first of ``keys``: what a single-key call (a listing) uses
     base_url: str
     default_model: str
     allowed_models: tuple[str, ...]
     timeout_seconds: float
+    keys: tuple[tuple[str, int, str], ...] = field(default=(), repr=False)  # (key, weight, label) of its pool
 
     @classmethod
     def from_config(cls, name: str, raw: dict[str, Any]) -> Provider:
@@ -53,10 +54,13 @@ class Provider:
             raise ValueError(f"type {ptype} needs a base_url")
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+        keys = tuple((str(k["key"]).strip(), int(k.get("weight") or 1), str(k.get("label") or ""))
+                     for k in raw.get("api_keys") or ()) or ((str(raw.get("api_key") or ""), 1, ""),)
         return cls(
             name=name,
             type=ptype,
-            api_key=raw.get("api_key") or "",
+            api_key=keys[0][0],
+            keys=keys,
             base_url=base_url,
             default_model=raw.get("default_model") or "",
             allowed_models=tuple(raw.get("allowed_models") or ()),
@@ -72,13 +76,15 @@ class Provider:
         """The wire format this provider speaks."""
         return FORMATS[self.kind.format]
 
-    def headers(self) -> dict[str, str]:
-        """Upstream request headers: rebuilt from config, never copied from the client."""
+    def headers(self, api_key: str | None = None) -> dict[str, str]:
+        """Upstream request headers with ``api_key`` (default: the first key): rebuilt from config,
+        never copied from the client."""
         codec = self.codec
         out = {"Content-Type": "application/json", **dict(codec.UPSTREAM_HEADERS)}
-        if self.api_key:
+        key = self.api_key if api_key is None else api_key
+        if key:
             if codec.UPSTREAM_AUTH == "bearer":
-                out["Authorization"] = f"Bearer {self.api_key}"
+                out["Authorization"] = f"Bearer {key}"
             else:
-                out[codec.UPSTREAM_AUTH] = self.api_key
+                out[codec.UPSTREAM_AUTH] = key
         return out

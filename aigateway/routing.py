@@ -203,12 +203,19 @@ class KeyPool:
                 k.resting_until, k.failed_until, k.error = was.resting_until, was.failed_until, was.error
 
 
-def pool_from_config(raw: Mapping[str, Any]) -> KeyPool:
-    """A provider's pool: its ``api_keys`` list, or its single ``api_key`` (a pool of one; an empty
-    key is a pool of one empty key, for local servers that need none)."""
-    entries = raw.get("api_keys") or [{"key": raw.get("api_key") or ""}]
-    return KeyPool([PoolKey(str(e["key"]), int(e.get("weight") or 1), str(e.get("label") or ""))
-                    for e in entries])
+def pool_of(provider: Provider) -> KeyPool:
+    """A provider's pool: its ``api_keys``, or its single ``api_key`` (a pool of one; an empty key
+    is a pool of one empty key, for local servers that need none)."""
+    return KeyPool([PoolKey(key, weight, label) for key, weight, label in provider.keys])
+
+
+def pools_for(providers: Mapping[str, Provider], old: Mapping[str, KeyPool]) -> dict[str, KeyPool]:
+    """Every provider's pool after a config change, keeping what is known of keys that stayed."""
+    pools = {name: pool_of(p) for name, p in providers.items()}
+    for name, pool in pools.items():
+        if name in old:
+            pool.carry_state(old[name])
+    return pools
 
 
 def backoff(attempt: int, retry_after: float | None, base: float = 0.25, cap: float = 8.0) -> float:

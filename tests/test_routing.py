@@ -17,7 +17,7 @@ from aigateway.routing import (
     Target,
     backoff,
     moves_on,
-    pool_from_config,
+    pool_of,
     reachable_models,
     resolve,
 )
@@ -93,11 +93,11 @@ def test_resting_key_is_skipped_then_comes_back_by_itself() -> None:
 def test_failed_key_stays_failed_until_its_value_changes() -> None:
     old = KeyPool([PoolKey("a"), PoolKey("b")])
     old.fail(old.keys[0], 3600.0, 0.0, "invalid key")
-    new = pool_from_config({"api_keys": [{"key": "a"}, {"key": "b2"}]})
+    new = pool_of(Provider.from_config("p", {"api_keys": [{"key": "a"}, {"key": "b2"}]}))
     new.carry_state(old)
     assert new.keys[0].state(10.0) == "failed" and new.keys[0].error == "invalid key"
     assert new.keys[1].state(10.0) == "ok"
-    assert pool_from_config({"api_key": "sk-single-key-value"}).keys[0].tail == "alue"
+    assert pool_of(Provider.from_config("p", {"api_key": "sk-single-key-value"})).keys[0].tail == "alue"
 
 
 def test_fallback_rule() -> None:
