@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import httpx2 as httpx
 import openai
 import pytest
+import yaml
 from conftest import ADMIN_PASSWORD, AdminClient, GatewayServer, admin_overrides, eventually
 
 from aigateway import usage
@@ -287,6 +288,31 @@ def test_provider_fields_are_validated_and_nothing_is_saved(admin: AdminClient, 
     r = admin.call("DELETE", "/admin/api/providers/fake-openai")
     assert r.status_code == 409 and "keeps-provider" in error(r)["message"]
     assert chat(admin_gateway.url, key) == "Echo: hi"
+
+
+def test_routes_are_created_validated_edited_and_deleted(admin: AdminClient, admin_gateway: GatewayServer):
+    bad = admin.call("POST", "/admin/api/routes", {"name": "smart", "targets": [{"provider": "nope", "model": "x"}],
+                                                   "retries": 99, "colour": "red"})
+    assert bad.status_code == 400
+    assert set(error(bad)["fields"]) == {"targets", "retries", "colour"}
+    assert "nope" in error(bad)["fields"]["targets"]
+    assert admin.call("GET", "/admin/api/routes").json() == {"routes": []}  # nothing saved
+    made = admin.call("POST", "/admin/api/routes", {"name": "smart", "targets": [
+        {"provider": "fake-anthropic", "model": "claude-sonnet-4-20250514"}, {"provider": "fake-openai"}]})
+    assert made.status_code == 201
+    assert made.json() == {"name": "smart", "targets": [{"provider": "fake-anthropic",
+                                                         "model": "claude-sonnet-4-20250514"},
+                                                        {"provider": "fake-openai", "model": ""}],
+                           "fallback_on": [429, 500, 502, 503, 504, 529], "retries": 0, "retry_max_seconds": 10.0,
+                           "clients": 0}
+    assert admin.call("POST", "/admin/api/routes", {"name": "smart", "targets": []}).status_code == 400
+    changed = admin.call("PATCH", "/admin/api/routes/smart", {"fallback_on": [503], "retries": 1}).json()
+    assert changed["fallback_on"] == [503] and changed["retries"] == 1 and len(changed["targets"]) == 2
+    assert "smart" in yaml.safe_load(admin_gateway.config.read_text())["routes"]
+    assert admin.call("PATCH", "/admin/api/routes/smart", {"name": "clever"}).status_code == 400
+    assert admin.call("GET", "/admin/api/routes/nope").status_code == 404
+    assert admin.call("DELETE", "/admin/api/routes/smart").json() == {"name": "smart", "deleted": True}
+    assert "smart" not in (yaml.safe_load(admin_gateway.config.read_text()).get("routes") or {})
 
 
 def test_provider_test_lists_models_or_tells_the_upstream_error(admin: AdminClient, fake_upstream: str):

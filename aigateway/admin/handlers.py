@@ -12,7 +12,7 @@ import tornado.web
 from tornado.escape import url_escape
 
 from aigateway import web
-from aigateway.admin import login, service
+from aigateway.admin import login, routing, service
 from aigateway.admin.errors import AdminError
 from aigateway.admin.sessions import COOKIE, MAX_AGE_DAYS, check_session, make_session
 from aigateway.web import BaseHandler
@@ -262,6 +262,35 @@ class ProviderTestHandler(AdminHandler):
         self.write_json(await service.test_provider(self.gateway, name, self.json_body()))
 
 
+# -- routes
+
+
+class RoutesHandler(AdminHandler):
+    def get(self) -> None:
+        """Every model route, in config order."""
+        self.write_json({"routes": routing.list_routes(self.gateway)})
+
+    async def post(self) -> None:
+        """Create a route: ``{"name", "targets": [{"provider", "model"}], "fallback_on"?, "retries"?}``."""
+        self.write_json(await routing.save_route(self.gateway, None, self.json_body()), 201)
+
+
+class RouteHandler(AdminHandler):
+    def get(self, name: str) -> None:
+        """One route."""
+        if name not in self.gateway.config.routes:
+            raise AdminError(404, f"no route named {name!r}")
+        self.write_json(routing.route_out(self.gateway, name))
+
+    async def patch(self, name: str) -> None:
+        """Change a route (a field set to null goes back to its default)."""
+        self.write_json(await routing.save_route(self.gateway, name, self.json_body()))
+
+    async def delete(self, name: str) -> None:
+        """Delete a route that no client may use (409 otherwise)."""
+        self.write_json(await routing.delete_route(self.gateway, name))
+
+
 # -- settings and usage
 
 
@@ -310,6 +339,8 @@ routes = [
     (r"/admin/api/providers", ProvidersHandler),
     (r"/admin/api/providers/([^/]+)", ProviderHandler),
     (r"/admin/api/providers/([^/]+)/test", ProviderTestHandler),
+    (r"/admin/api/routes", RoutesHandler),
+    (r"/admin/api/routes/([^/]+)", RouteHandler),
     (r"/admin/api/settings", SettingsHandler),
     (r"/admin/api/usage", UsageHandler),
     (r"/admin/api/usage\.csv", UsageCsvHandler),

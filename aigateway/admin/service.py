@@ -66,19 +66,19 @@ async def change_password(gw: Gateway, body: dict, ip: str) -> None:
     hashed = await asyncio.to_thread(lambda: bcrypt.hashpw(new.encode(), bcrypt.gensalt()).decode())
     data = copy.deepcopy(gw.config.data)  # read after the awaits: the latest config
     data["admin"]["password_hash"] = hashed
-    await _save(gw, data)
+    await save_config(gw, data)
     log.info("admin password changed from %s; every other session has ended", ip)
 
 
-async def _save(gw: Gateway, data: dict, field_of: Any = None, errors: dict[str, str] | None = None) -> None:
-    """Validate, write config.yaml and apply: all or nothing. ``field_of`` maps a dotted config
+async def save_config(gw: Gateway, data: dict, field_for: Any = None, errors: dict[str, str] | None = None) -> None:
+    """Validate, write config.yaml and apply: all or nothing. ``field_for`` maps a dotted config
     key to the form field it came from; ``errors`` are problems already found in the input."""
     errors = dict(errors or {})
     try:
         new = config.validated(gw.config.path, data)
     except ConfigInvalid as exc:
         for key, message in exc.errors.items():
-            errors.setdefault(field_of(key) if field_of else key, message)
+            errors.setdefault(field_for(key) if field_for else key, message)
     if errors:
         raise bad_fields(errors)
     config.write_file(gw.config.path, data)
@@ -317,8 +317,9 @@ def _provider_raw(body: dict, old: dict | None) -> tuple[dict, dict[str, str]]:
     return {f.name: raw[f.name] for f in PROVIDER_FIELDS if f.name in raw}, errors
 
 
-def _provider_field(name: str) -> Any:
-    prefix = f"providers.{name}."
+def field_of(section: str, name: str) -> Any:
+    """Maps a dotted config key under ``section.name`` to the form field it came from."""
+    prefix = f"{section}.{name}."
     return lambda key: key[len(prefix):] if key.startswith(prefix) else key
 
 
@@ -341,7 +342,7 @@ async def save_provider(gw: Gateway, name: str | None, body: dict) -> dict:
                                 None if creating else gw.config.data["providers"][name])
     data = copy.deepcopy(gw.config.data)
     data["providers"][name] = raw
-    await _save(gw, data, _provider_field(name), errors)
+    await save_config(gw, data, field_of("providers", name), errors)
     log.info("admin: %s provider %r", "added" if creating else "updated", name)
     return provider_out(gw, name)
 
@@ -356,7 +357,7 @@ async def delete_provider(gw: Gateway, name: str) -> dict:
                               " Move them to another provider first.")
     data = copy.deepcopy(gw.config.data)
     del data["providers"][name]
-    await _save(gw, data)
+    await save_config(gw, data)
     log.info("admin: deleted provider %r", name)
     return {"name": name, "deleted": True}
 
@@ -371,7 +372,7 @@ async def test_provider(gw: Gateway, name: str, body: dict) -> dict:
     raw, errors = _provider_raw({k: v for k, v in body.items() if k != "name"}, old)
     providers, _, problems = config.check({**copy.deepcopy(gw.config.data), "providers": {name: raw}, "routes": {}})
     for key, message in problems.items():
-        errors.setdefault(_provider_field(name)(key), message)
+        errors.setdefault(field_of("providers", name)(key), message)
     if errors:
         raise bad_fields(errors)
     provider = providers[name]
@@ -419,7 +420,7 @@ async def save_settings(gw: Gateway, body: dict) -> dict:
     data = copy.deepcopy(gw.config.data)
     for name, value in body.items():
         config._set(data, name, value)
-    await _save(gw, data)
+    await save_config(gw, data)
     log.info("admin: changed settings %s", ", ".join(sorted(body)))
     return settings_out(gw)
 
