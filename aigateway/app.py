@@ -100,7 +100,7 @@ class Gateway:
         """Rebuild the key index; restore limit counters of new clients and of clients whose
         usage was reset (at start-up: all), so a restart never hands out a fresh allowance."""
         self._data_version = await self.db.data_version()
-        rows = [dict(r) for r in await self.db.read(clients.all_clients)]
+        rows = [clients.loaded(r) for r in await self.db.read(clients.all_clients)]
         before = {c["id"]: c["usage_reset_at"] for c in self.keys.clients()}
         changed = {c["id"] for c in rows if before.get(c["id"]) != c["usage_reset_at"]}
         if changed:

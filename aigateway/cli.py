@@ -23,6 +23,10 @@ def _limit_value(text: str) -> int | str:
     return value
 
 
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def _config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-config", default="config.yaml", help="config file (default ./config.yaml)")
 
@@ -34,6 +38,9 @@ def _client_fields(parser: argparse.ArgumentParser, creating: bool) -> None:
     parser.add_argument("--system-prompt", help="prepended as a system message to every request")
     parser.add_argument("--base-url", help="overrides the provider's base_url for this client")
     parser.add_argument("--model", help="default model for this client")
+    parser.add_argument("--allowed-providers", type=_names, metavar="A,B",
+                        help="providers the client may reach besides its own ('' for none)")
+    parser.add_argument("--allowed-routes", type=_names, metavar="R,S", help="model routes the client may use")
     for limit in LIMITS:
         parser.add_argument(limit.flag, type=_limit_value, metavar="N",
                             help=f"{limit.help} (0: unlimited; 'default': from config.yaml)")
@@ -116,8 +123,9 @@ def client_command(args: argparse.Namespace) -> None:
 
     config = load(args.config)
     conn = connect(config.resolve("database.path"))
-    providers = list(config.providers)
-    fields: dict[str, Any] = {k: getattr(args, k, None) for k in ("provider", "system_prompt", "base_url")}
+    known = clients.Known(config.providers, config.routes)
+    fields: dict[str, Any] = {k: getattr(args, k, None) for k in ("provider", "system_prompt", "base_url",
+                                                                   *clients.LISTS)}
     fields.update({limit.field: getattr(args, limit.field, None) for limit in LIMITS})
     fields["default_model"] = getattr(args, "model", None)
     action = args.action
@@ -126,7 +134,7 @@ def client_command(args: argparse.Namespace) -> None:
         _print(args, [clients.public(r) for r in clients.all_clients(conn)])
         return
     if action == "add":
-        row, key = clients.create(conn, args.name, key_type=args.key_type, providers=providers, **fields)
+        row, key = clients.create(conn, args.name, key_type=args.key_type, known=known, **fields)
     elif action == "rotate-key":
         row, key = clients.rotate_key(conn, args.client, args.key_type)
     elif action == "show":
@@ -137,7 +145,7 @@ def client_command(args: argparse.Namespace) -> None:
     elif action == "reset-usage":
         row = clients.reset_usage(conn, args.client)
     elif action == "update":
-        row = clients.update(conn, args.client, providers=providers, name=args.name, **fields)
+        row = clients.update(conn, args.client, known, name=args.name, **fields)
     elif action in ("disable", "enable"):
         row = clients.update(conn, args.client, enabled=int(action == "enable"))
     else:

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Any
+from collections.abc import Collection, Mapping
+from typing import Any, NamedTuple
+
+import orjson
 
 from aigateway.keys import KEY_TYPES, display_prefix, generate_key, hash_key
 from aigateway.limits import LIMIT_FIELDS
 
-EDITABLE = ("name", "provider", "base_url", "system_prompt", "default_model", "enabled", *LIMIT_FIELDS)
+LISTS = ("allowed_providers", "allowed_routes")  # names, stored as JSON lists
+EDITABLE = ("name", "provider", "base_url", "system_prompt", "default_model", "enabled", *LISTS, *LIMIT_FIELDS)
 PUBLIC = ("id", "name", "provider", "base_url", "system_prompt", "default_model", "enabled", "key_prefix",
-          "key_type", "created_at", "updated_at", "last_used_at", "usage_reset_at", *LIMIT_FIELDS)
+          "key_type", "created_at", "updated_at", "last_used_at", "usage_reset_at", *LISTS, *LIMIT_FIELDS)
 
 
 DEFAULT = "default"  # as a limit's value: clear the client's own value, use the config's default
@@ -22,10 +26,28 @@ class ClientError(ValueError):
     """A bad client operation (unknown client, duplicate name, bad value): a 400/404 message."""
 
 
-def public(row: sqlite3.Row | dict) -> dict[str, Any]:
+class Known(NamedTuple):
+    """What a client's fields may name: the configured providers and routes."""
+
+    providers: Collection[str]
+    routes: Collection[str]
+
+
+def loaded(row: sqlite3.Row | Mapping[str, Any]) -> dict[str, Any]:
+    """A client row as the server and the admin API use it: its name lists decoded (a tuple each)."""
+    out = dict(row)
+    for name in LISTS:
+        out[name] = tuple(orjson.loads(out[name] or "[]"))
+    return out
+
+
+def public(row: sqlite3.Row | Mapping[str, Any]) -> dict[str, Any]:
     """A client as shown to people and scripts: never the key hash."""
-    out = {k: row[k] for k in PUBLIC}
+    client = loaded(row)
+    out = {k: client[k] for k in PUBLIC}
     out["enabled"] = bool(out["enabled"])
+    for name in LISTS:
+        out[name] = list(out[name])
     return out
 
 
@@ -45,13 +67,22 @@ def all_clients(conn: sqlite3.Connection) -> list[sqlite3.Row]:
     return conn.execute("SELECT * FROM clients ORDER BY id").fetchall()
 
 
-def problems(fields: dict[str, Any], providers: list[str] | None) -> dict[str, str]:
+def problems(fields: dict[str, Any], known: Known | None) -> dict[str, str]:
     """Every bad value in ``fields``, as ``{field: message}`` (empty when all are fine)."""
     out: dict[str, str] = {}
     if "name" in fields and not str(fields["name"] or "").strip():
         out["name"] = "must not be empty"
-    if providers is not None and "provider" in fields and fields["provider"] not in providers:
-        out["provider"] = f"unknown provider {fields['provider']!r} (known: {', '.join(providers)})"
+    if known is not None and "provider" in fields and fields["provider"] not in known.providers:
+        out["provider"] = f"unknown provider {fields['provider']!r} (known: {', '.join(known.providers)})"
+    for name, choices, what in (("allowed_providers", known and known.providers, "provider"),
+                                ("allowed_routes", known and known.routes, "route")):
+        value = fields.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            out[name] = f"must be a list of {what} names"
+        elif choices is not None and (unknown := [v for v in value if v not in choices]):
+            out[name] = f"unknown {what} {unknown[0]!r} (known: {', '.join(choices) or 'none'})"
     for name in LIMIT_FIELDS:
         value = fields.get(name)
         bad = not isinstance(value, int) or isinstance(value, bool) or value < 0
@@ -63,18 +94,25 @@ def problems(fields: dict[str, Any], providers: list[str] | None) -> dict[str, s
     return out
 
 
-def _check(fields: dict[str, Any], providers: list[str] | None) -> None:
-    for name, message in problems(fields, providers).items():
+def _check(fields: dict[str, Any], known: Known | None) -> None:
+    for name, message in problems(fields, known).items():
         raise ClientError(f"{name}: {message}")
 
 
+def _stored(values: dict[str, Any]) -> dict[str, Any]:
+    """Values as the table stores them: name lists as JSON (without repeats), DEFAULT as NULL."""
+    return {k: orjson.dumps(list(dict.fromkeys(v))).decode() if k in LISTS else None if v == DEFAULT else v
+            for k, v in values.items()}
+
+
 def create(conn: sqlite3.Connection, name: str, provider: str, key_type: str = "sk-",
-           providers: list[str] | None = None, **fields: Any) -> tuple[sqlite3.Row, str]:
+           known: Known | None = None, **fields: Any) -> tuple[sqlite3.Row, str]:
     """Add a client; returns it and its plaintext key, which is never stored."""
     if key_type not in KEY_TYPES:
         raise ClientError(f"key_type: must be one of {', '.join(KEY_TYPES)}")
     values = {"name": name, "provider": provider, **{k: v for k, v in fields.items() if v is not None}}
-    _check(values, providers)
+    _check(values, known)
+    values = _stored(values)
     key = generate_key(key_type)
     now = time.time()
     values.update(key_hash=hash_key(key), key_prefix=display_prefix(key), key_type=key_type,
@@ -88,16 +126,15 @@ def create(conn: sqlite3.Connection, name: str, provider: str, key_type: str = "
     return find(conn, cur.lastrowid or 0), key
 
 
-def update(conn: sqlite3.Connection, ref: str | int, providers: list[str] | None = None,
-           **fields: Any) -> sqlite3.Row:
+def update(conn: sqlite3.Connection, ref: str | int, known: Known | None = None, **fields: Any) -> sqlite3.Row:
     row = find(conn, ref)
     values = {k: v for k, v in fields.items() if k in EDITABLE and v is not None}
-    _check(values, providers)
+    _check(values, known)
     if values:
         sets = ", ".join(f"{k} = ?" for k in values)
         try:
             conn.execute(f"UPDATE clients SET {sets}, updated_at = ? WHERE id = ?",
-                         (*(None if v == DEFAULT else v for v in values.values()), time.time(), row["id"]))
+                         (*_stored(values).values(), time.time(), row["id"]))
         except sqlite3.IntegrityError:
             raise ClientError(f"name: a client named {values.get('name')!r} already exists") from None
     return find(conn, row["id"])

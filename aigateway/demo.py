@@ -88,13 +88,14 @@ def prepare(folder: Path, upstream: str) -> Setup:
     config = load(path, announce=False)  # validates, fills anything missing, makes data/ and logs/
     conn = connect(config.resolve("database.path"))
     keys = {}
+    known = clients.Known(config.providers, config.routes)
     try:
         for name, provider, limits in CLIENTS:
             try:
-                clients.update(conn, name, providers=list(config.providers), provider=provider, enabled=1, **limits)
+                clients.update(conn, name, known, provider=provider, enabled=1, **limits)
                 keys[name] = clients.rotate_key(conn, name)[1]
             except clients.ClientError:  # first run, or deleted since
-                keys[name] = clients.create(conn, name, provider, "sk-", list(config.providers), **limits)[1]
+                keys[name] = clients.create(conn, name, provider, "sk-", known, **limits)[1]
     finally:
         conn.close()
     return Setup(path, password, keys)

@@ -87,6 +87,19 @@ def m002_request_log_filters(db: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m003_routing(db: sqlite3.Connection) -> None:
+    # Clients may reach providers and routes besides their default provider (JSON lists of names);
+    # the request log says how many attempts (fallbacks, retries) a request took.
+    db.executescript(
+        """
+        ALTER TABLE clients ADD COLUMN allowed_providers TEXT NOT NULL DEFAULT '[]';
+        ALTER TABLE clients ADD COLUMN allowed_routes TEXT NOT NULL DEFAULT '[]';
+        ALTER TABLE request_log ADD COLUMN attempts INTEGER NOT NULL DEFAULT 1;
+        """
+    )
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply every migration not yet recorded; return the names applied."""
     db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")

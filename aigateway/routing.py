@@ -76,7 +76,7 @@ class Plan:
 
 def allowed_providers(client: Mapping[str, Any]) -> tuple[str, ...]:
     """The providers a client may reach: its default first, then those it was allowed besides."""
-    return tuple(dict.fromkeys((client["provider"], *(client.get("providers") or ()))))
+    return tuple(dict.fromkeys((client["provider"], *(client.get("allowed_providers") or ()))))
 
 
 def resolve(model: str | None, client: Mapping[str, Any], routes: Mapping[str, ModelRoute],
@@ -86,7 +86,7 @@ def resolve(model: str | None, client: Mapping[str, Any], routes: Mapping[str, M
     reachable = allowed_providers(client)
     name = model or client["default_model"] or ""
     route = routes.get(name)
-    if route is not None and name in (client.get("routes") or ()):
+    if route is not None and name in (client.get("allowed_routes") or ()):
         return Plan(tuple(Target(t.provider, t.model or name) for t in route.targets), route)
     head, _, tail = name.partition("/")
     if tail and head in reachable and head in providers:
@@ -114,7 +114,7 @@ def reachable_models(client: Mapping[str, Any], routes: Mapping[str, ModelRoute]
     """What the client may name without going through its default provider's open list: its
     routes and every allowed model of its providers (what /v1/models lists, with an upstream's own
     list for a provider that allows any model)."""
-    names = [r for r in client.get("routes") or () if r in routes]
+    names = [r for r in client.get("allowed_routes") or () if r in routes]
     for provider_name in allowed_providers(client):
         provider = providers.get(provider_name)
         if provider is not None:

@@ -34,7 +34,7 @@ ROUTES = {"smart": ModelRoute.from_config("smart", {"targets": [{"provider": "an
 
 
 def client(provider: str = "oa", providers: tuple = (), routes: tuple = (), default_model: str = "") -> dict:
-    return {"name": "c", "provider": provider, "providers": list(providers), "routes": list(routes),
+    return {"name": "c", "provider": provider, "allowed_providers": list(providers), "allowed_routes": list(routes),
             "default_model": default_model}
 
 

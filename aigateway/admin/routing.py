@@ -24,7 +24,7 @@ def route_out(gw: Gateway, name: str) -> dict:
     return {"name": name, "targets": [{"provider": t.provider, "model": t.model} for t in route.targets],
             "fallback_on": sorted(route.fallback_statuses), "retries": route.retries,
             "retry_max_seconds": route.retry_max_seconds,
-            "clients": sum(1 for c in gw.keys.clients() if name in (c.get("routes") or ()))}
+            "clients": sum(1 for c in gw.keys.clients() if name in (c.get("allowed_routes") or ()))}
 
 
 def list_routes(gw: Gateway) -> list[dict]:
@@ -71,7 +71,7 @@ async def delete_route(gw: Gateway, name: str) -> dict:
     """Remove a route no client may use (its requests would suddenly go elsewhere)."""
     if name not in gw.config.routes:
         raise AdminError(404, f"no route named {name!r}")
-    users = sorted(c["name"] for c in gw.keys.clients() if name in (c.get("routes") or ()))
+    users = sorted(c["name"] for c in gw.keys.clients() if name in (c.get("allowed_routes") or ()))
     if users:
         raise AdminError(409, f"route {name!r} is allowed to {len(users)} client(s): {', '.join(users[:10])}."
                               " Take it off them first.")

@@ -124,10 +124,13 @@ def client_fields(body: dict, creating: bool) -> tuple[dict[str, Any], dict[str,
     configured default. Raises AdminError naming every bad field."""
     errors: dict[str, str] = {}
     fields: dict[str, Any] = {}
-    allowed = {*_CLIENT_TEXT, "enabled", *LIMIT_FIELDS, *(("key_type",) if creating else ())}
+    allowed = {*_CLIENT_TEXT, "enabled", *clients.LISTS, *LIMIT_FIELDS, *(("key_type",) if creating else ())}
     for name in body.keys() - allowed:
         errors[name] = "unknown field" + ("" if creating or name != "key_type" else " (rotate the key to change it)")
     _read_text(body, _CLIENT_TEXT, fields, errors, keep=("system_prompt",))
+    for name in clients.LISTS:  # checked against the config by clients.problems
+        if body.get(name) is not None:
+            fields[name] = body[name]
     if creating:
         for name in ("name", "provider"):
             if not fields.get(name):
@@ -204,13 +207,13 @@ async def get_client(gw: Gateway, client_id: int) -> dict:
 async def create_client(gw: Gateway, body: dict) -> dict:
     """A new client; the answer carries its key, the only time it is ever shown."""
     fields, errors = client_fields(body, creating=True)
-    providers = list(gw.config.providers)
-    errors = {**clients.problems(fields, providers), **errors}
+    known = clients.Known(gw.config.providers, gw.config.routes)
+    errors = {**clients.problems(fields, known), **errors}
     if errors:
         raise bad_fields(errors)
     name, provider, key_type = fields.pop("name"), fields.pop("provider"), fields.pop("key_type")
     row, key = await _client_write(
-        gw, lambda conn: clients.create(conn, name, provider, key_type, providers, **fields))
+        gw, lambda conn: clients.create(conn, name, provider, key_type, known, **fields))
     log.info("admin: created client %r (id %d) on provider %r", name, row["id"], provider)
     return _client_out(row, key=key)
 
@@ -218,10 +221,11 @@ async def create_client(gw: Gateway, body: dict) -> dict:
 async def update_client(gw: Gateway, client_id: int, body: dict) -> dict:
     """Change some settings; a limit of null or "" goes back to the configured default."""
     fields, errors = client_fields(body, creating=False)
-    errors = {**clients.problems(fields, list(gw.config.providers)), **errors}
+    known = clients.Known(gw.config.providers, gw.config.routes)
+    errors = {**clients.problems(fields, known), **errors}
     if errors:
         raise bad_fields(errors)
-    row = await _client_write(gw, lambda conn: clients.update(conn, client_id, list(gw.config.providers), **fields))
+    row = await _client_write(gw, lambda conn: clients.update(conn, client_id, known, **fields))
     log.info("admin: updated client %r (%s)", row["name"], ", ".join(sorted(fields)))
     return await get_client(gw, row["id"])
 
