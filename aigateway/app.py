@@ -22,6 +22,7 @@ from aigateway.keys import KeyIndex
 from aigateway.limits import Limiter, configured_defaults
 from aigateway.listing import ListingCache
 from aigateway.logs import log_request
+from aigateway.routing import KeyPool, pools_for
 from aigateway.usage import UsageRecord
 from aigateway.web import NotFoundHandler
 
@@ -55,6 +56,7 @@ class Gateway:
         self.login_throttle = LoginThrottle()  # failed admin logins per IP and user
         self.hub = Hub(self)  # live dashboards
         self.listings = ListingCache()  # upstream model lists
+        self.pools: dict[str, KeyPool] = pools_for(config.providers, {})  # each provider's keys and their state
         upstream.configure(int(config.get("server.max_upstream_connections")))
 
     async def start(self) -> None:
@@ -124,6 +126,7 @@ class Gateway:
         old, self.config = self.config, config
         self.limit_defaults = configured_defaults(config.get)
         self.listings.clear()
+        self.pools = pools_for(config.providers, self.pools)
         logging.getLogger().setLevel(str(config.get("logging.level")).upper())
         if config.get("defaults.timezone") != old.get("defaults.timezone"):
             self.limiter.tz = config.timezone

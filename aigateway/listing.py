@@ -40,11 +40,23 @@ class ListingCache:
 
 
 async def for_client(gw: Gateway, client: Mapping[str, Any]) -> list[str]:
-    """The models a client may use: its provider's allowed_models, else the upstream's list."""
-    provider = provider_of(gw, client)
+    """Exactly what a client can reach, by the names it would use (routing.resolve's order): its
+    routes; its default provider's models (allowed_models, else the upstream's own list); each
+    further provider's allowed_models, or its upstream's list as ``provider/model``."""
+    default = provider_of(gw, client)
+    names = [r for r in client.get("allowed_routes") or () if r in gw.config.routes]
+    names += await _models(gw, default, client["base_url"] or default.base_url)
+    for name in client.get("allowed_providers") or ():
+        provider = gw.config.providers.get(name)
+        if provider is not None and provider is not default:
+            models = await _models(gw, provider, provider.base_url)
+            names += models if provider.allowed_models else [f"{name}/{m}" for m in models]
+    return list(dict.fromkeys(names))
+
+
+async def _models(gw: Gateway, provider: Provider, base_url: str) -> list[str]:
     if provider.allowed_models:
         return list(provider.allowed_models)
-    base_url = client["base_url"] or provider.base_url
     key = (provider.name, base_url, provider.api_key)
     ids = gw.listings.get(key)
     if ids is None:

@@ -10,6 +10,7 @@ model, encode in the other format). ``Exchange`` runs either the same way.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
@@ -20,11 +21,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 from tornado.httputil import HTTPServerRequest
 
-from aigateway import neutral
+from aigateway import neutral, routing
 from aigateway.formats import FORMATS
 from aigateway.formats.contract import Codec, Counting, StreamDecoding, StreamEncoding
 from aigateway.limits import Headroom, LimitExceeded, Reservation, duration, effective_limits
 from aigateway.providers import Provider
+from aigateway.routing import KeyPool, Plan, PoolKey, backoff, pool_of, resolve
 from aigateway.tokens import estimate_input, estimate_tokens, tokens_for_chars
 from aigateway.upstream import Call, ClientGone
 from aigateway.usage import UsageRecord
@@ -116,20 +118,6 @@ def provider_of(gw: Gateway, client: Mapping[str, Any]) -> Provider:
         raise neutral.GatewayError(500, neutral.ErrorKind.SERVER, f"client {client['name']!r} uses provider "
                                    f"{client['provider']!r}, which is not configured")
     return provider
-
-
-def resolve_model(requested: str | None, client: Mapping[str, Any], provider: Provider) -> str:
-    """Request model, else the client's default, else the provider's; checked against allowed_models."""
-    model = requested or client["default_model"] or provider.default_model
-    if not model:
-        raise neutral.invalid("model: no model given and no default configured", "model")
-    if not isinstance(model, str) or not _MODEL_NAME.fullmatch(model) or ".." in model.split("/"):
-        raise neutral.invalid("model: not a valid model name (letters, digits and . _ : / @ + - only)", "model")
-    if provider.allowed_models and model not in provider.allowed_models:
-        raise neutral.GatewayError(404, neutral.ErrorKind.NOT_FOUND,
-                                   f"The model '{model}' is not available to this client. "
-                                   f"Available: {', '.join(provider.allowed_models)}.", param="model")
-    return model
 
 
 def apply_policy(req: neutral.ChatRequest, policy: neutral.Policy) -> None:
@@ -330,6 +318,7 @@ class Exchange:
         self.reservation: Reservation | None = None
         self.limits: dict[str, int] | None = None  # the client's effective limits, once authenticated
         self.encoder: StreamEncoding | None = None  # the client's, once streaming
+        self._held: list[bytes] = []  # stream bytes before the first content event (see _emit)
 
     async def run(self, raw: bytes) -> None:
         self.gw.track(self)
@@ -349,35 +338,108 @@ class Exchange:
             self.sink.drain(self.call.provider.timeout_seconds if self.call else 60.0)
 
     async def _run(self, raw: bytes) -> None:
-        client = authenticate(self.gw, self.sink.request)
+        gw = self.gw
+        client = authenticate(gw, self.sink.request)
         self.record.client_id, self.record.client_name = client["id"], client["name"]
-        self.limits = effective_limits(client, self.gw.limit_defaults)
+        self.limits = effective_limits(client, gw.limit_defaults)
         body = parse_body(raw)
         req = decode_guarded(self.fmt.decode_request, body, self.route)
         self.record.stream = req.stream
-        provider = provider_of(self.gw, client)
-        self.record.provider = provider.name
+        plan = resolve(req.model, client, gw.config.routes, gw.config.providers)
+        # The request keeps these provider objects whatever a config change does meanwhile.
+        targets = [(gw.config.providers[t.provider], _model_name(t.model)) for t in plan.targets]
+        self.record.provider, self.record.model = targets[0][0].name, targets[0][1]
+        system = client["system_prompt"] or None
+        self.input_estimate = decode_guarded(estimate_input, req) + estimate_tokens(system or "")
+        max_output = self._admit(client["id"], self.limits, req.params.max_tokens)
+        self._ratelimit_headers()
+        await self._attempts(raw, body, req, plan, targets, client, max_output)
+
+    async def _attempts(self, raw: bytes, body: dict, req: neutral.ChatRequest, plan: Plan,
+                        targets: list[tuple[Provider, str]], client: Mapping[str, Any], max_output: int | None) -> None:
+        """Try the plan's targets in order, each with its key pool and the route's retries, until one
+        answers; an attempt that failed before anything reached the client moves on (routing.py).
+        Limits were counted once, before the first attempt; usage is that of the attempt that answered."""
+        gw, began, last = self.gw, time.monotonic(), None
+        for index, (provider, model) in enumerate(targets):
+            pool, retries, tried = gw.pools.get(provider.name) or pool_of(provider), 0, 0
+            while True:
+                key = pool.choose(model, time.time())
+                if key is None and not tried and index == len(targets) - 1 and len(pool.keys) == 1:
+                    key = pool.keys[0]  # one key and nowhere else to go: resting it helps no one, ask anyway
+                if key is None:  # every key of this provider rests or failed: on to the next target
+                    if last is None or last.provider != provider.name:
+                        last = Failed(_pool_exhausted(provider, pool, model), 0, provider.name)
+                    break
+                if self.record.attempts:  # the first attempt patched body and request in place
+                    body = parse_body(raw)
+                    req = decode_guarded(self.fmt.decode_request, body, self.route)
+                tried += 1
+                try:
+                    await self._attempt(provider, model, key.key, body, req, client, max_output)
+                    return
+                except Failed as failed:
+                    last = failed
+                keys_trouble = self._rest_key(pool, key, model, last)  # the key's fault, not the request's
+                if keys_trouble and len(pool.keys) > 1:
+                    continue  # another key of this provider may answer
+                moves_on = keys_trouble or routing.moves_on(last.status, plan.fallback_statuses)
+                delay = backoff(retries + 1, last.error.retry_after)
+                if (retries < plan.retries and moves_on
+                        and time.monotonic() - began + delay <= plan.route.retry_max_seconds):  # type: ignore[union-attr]
+                    retries += 1
+                    await asyncio.sleep(delay)
+                    continue
+                if index == len(targets) - 1 or not moves_on:
+                    raise last.error
+                break
+        assert last is not None
+        raise last.error
+
+    def _rest_key(self, pool: KeyPool, key: PoolKey, model: str, failed: Failed) -> bool:
+        """Rest a key the upstream rate-limited (429), fail one it refused (401/403); True when the
+        failure was the key's, so another key of the same provider may be tried."""
+        now, config = time.time(), self.gw.config
+        if failed.status == 429:
+            pool.rest(key, model, failed.error.retry_after or float(config.get("routing.key_rest_seconds")), now,
+                      failed.error.message)
+            return True
+        if failed.status in (401, 403):
+            pool.fail(key, float(config.get("routing.key_failed_seconds")), now, failed.error.message)
+            return True
+        return False
+
+    async def _attempt(self, provider: Provider, model: str, key: str, body: dict, req: neutral.ChatRequest,
+                       client: Mapping[str, Any], max_output: int | None) -> None:
+        """One upstream call. Raises Failed when it failed before anything reached the client."""
         kind = provider.kind
-        policy = neutral.Policy(resolve_model(req.model, client, provider), client["system_prompt"] or None,
+        policy = neutral.Policy(model, client["system_prompt"] or None, max_tokens=max_output,
                                 stream_usage=kind.stream_usage, max_tokens_field=kind.max_tokens_field)
-        self.record.model = self.meter.model = policy.model
-        self.input_estimate = decode_guarded(estimate_input, req) + estimate_tokens(policy.system or "")
-        policy.max_tokens = self._admit(client["id"], self.limits, req.params.max_tokens)
         passage = passage_for(self.fmt, provider.codec)
         try:
             path, out = decode_guarded(passage.request, body, req, policy, self.route)
             payload = upstream_body(out)
         except neutral.GatewayError:  # refused after all: the request never counted
-            self.gw.limiter.release(self.reservation, time.time())  # type: ignore[arg-type]
-            self.record.admitted = False
+            if not self.record.attempts:
+                self.gw.limiter.release(self.reservation, time.time())  # type: ignore[arg-type]
+                self.record.admitted = False
             raise
-        self._ratelimit_headers()
-        self.meter.key = provider.api_key
-        self.call = self.connect(provider, client["base_url"] or provider.base_url, path, payload, stream=req.stream)
-        if req.stream:
-            await self._stream(self.call, passage, req)
-        else:
-            await self._plain(self.call, passage, req)
+        self.record.attempts += 1
+        self.record.provider, self.record.model = provider.name, model
+        self.meter = Meter(self.fmt.ID_PREFIX)
+        self.meter.key, self.meter.model = key, model
+        own = provider.name == client["provider"] and client["base_url"]  # the client's override of its own
+        base_url = client["base_url"] if own else provider.base_url
+        call = self.call = self.connect(provider, base_url, path, payload, stream=req.stream, api_key=key)
+        try:
+            if req.stream:
+                await self._stream(call, passage, req)
+            else:
+                await self._plain(call, passage, req)
+        except neutral.GatewayError as err:
+            if self.sink.started or self.gw.stopping:  # bytes are out (the error goes in-band), or shutting down
+                raise
+            raise Failed(err, err.status if call.status >= 400 else 0, provider.name) from None
 
     def _admit(self, client_id: int, limits: dict[str, int], asked_output: int | None) -> int | None:
         """Check and count the client's limits; returns the output cap to send upstream."""
@@ -392,7 +454,7 @@ class Exchange:
     async def _plain(self, call: Call, passage: Passage, req: neutral.ChatRequest) -> None:
         body = await call.run()
         if call.status >= 400:
-            raise self._upstream_error(call, passage.upstream, body)
+            raise Failed(self._upstream_error(call, passage.upstream, body), call.status, call.provider.name)
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -417,14 +479,18 @@ class Exchange:
 
         await call.run(on_chunk)
         if call.status >= 400 or call.status == 0:
-            raise self._upstream_error(call, passage.upstream, bytes(error_body))
+            raise Failed(self._upstream_error(call, passage.upstream, bytes(error_body)), call.status,
+                         call.provider.name)
         self._relay(passage, passage.close())  # a last event the upstream did not terminate
         meter = self.meter
         if not meter.finished and meter.failed is None:
             meter.failed = neutral.GatewayError(502, neutral.ErrorKind.UPSTREAM,
                                                 "the upstream stream ended before it finished")
             self._emit(self.encoder.encode(neutral.StreamError(meter.failed)))
-        self._emit(self.encoder.close())
+        if meter.failed is not None and not self.sink.started:  # failed before its first content
+            self._held.clear()
+            raise Failed(meter.failed, meter.failed.status, call.provider.name)
+        self._emit(self.encoder.close(), end=True)
         if not self.sink.closed():
             self.sink.end()
 
@@ -446,10 +512,20 @@ class Exchange:
                 out.append(self.encoder.encode(neutral.StreamError(meter.failed)))
         self._emit(b"".join(out))
 
-    def _emit(self, data: bytes) -> None:
+    def _emit(self, data: bytes, end: bool = False) -> None:
+        """Send stream bytes. Until the first content event (or the end), they are held: an attempt
+        that fails before it has sent nothing, so the next target may still answer."""
+        sink = self.sink
+        if not sink.started:
+            if self.meter.ttft is None and not self.meter.finished and not end:
+                if data:
+                    self._held.append(data)
+                return
+            if self._held:
+                data = b"".join((*self._held, data))
+                self._held.clear()
         if not data:
             return
-        sink = self.sink
         if sink.closed():
             self.call.cancel()  # type: ignore[union-attr]
             return
@@ -532,6 +608,34 @@ class Exchange:
             log.info("request failed: client=%s provider=%s model=%s status=%s error=%s",
                      rec.client_name, rec.provider, rec.model, rec.status, rec.error)
         self.gw.record(rec)
+
+
+class Failed(Exception):
+    """An attempt failed before anything reached the client; ``status`` is the upstream's own HTTP
+    status (0: no HTTP answer: refused, reset, TLS, timeout), for the fallback rule."""
+
+    def __init__(self, error: neutral.GatewayError, status: int, provider: str) -> None:
+        super().__init__(error.message)
+        self.error, self.status, self.provider = error, status, provider
+
+
+def _pool_exhausted(provider: Provider, pool: KeyPool, model: str) -> neutral.GatewayError:
+    """Every key of the provider rests (429, with the soonest Retry-After) or was refused (502)."""
+    now = time.time()
+    if all(k.state(now) == "failed" for k in pool.keys):
+        return neutral.GatewayError(502, neutral.ErrorKind.UPSTREAM, f"every key of provider {provider.name} was "
+                                    f"refused by the upstream: {pool.keys[0].error}")
+    wait = pool.soonest(model, now)
+    return neutral.GatewayError(429, neutral.ErrorKind.RATE_LIMIT,
+                                f"Rate limit exceeded: every key of provider {provider.name} is resting after "
+                                f"the upstream's rate limit; retry in {duration(wait)}.", retry_after=wait)
+
+
+def _model_name(model: str) -> str:
+    """A model name that may reach an upstream URL (Gemini's /models/{model}:generateContent)."""
+    if not _MODEL_NAME.fullmatch(model) or ".." in model.split("/"):
+        raise neutral.invalid("model: not a valid model name (letters, digits and . _ : / @ + - only)", "model")
+    return model
 
 
 def _retry_after(call: Call) -> float | None:

@@ -135,12 +135,13 @@ def moves_on(status: int, statuses: frozenset[int]) -> bool:
 @dataclass(slots=True)
 class PoolKey:
     """One provider key with its weight and state. ``label`` and ``tail`` are all that is ever
-    shown of it."""
+    shown of it. Rests are per model, as the providers' rate limits are (a key rate-limited on one
+    model still serves the others)."""
 
     key: str = field(repr=False)
     weight: int = 1
     label: str = ""
-    resting_until: float = 0.0  # 429: skipped until then
+    resting: dict[str, float] = field(default_factory=dict)  # model -> skipped until then (429)
     failed_until: float = 0.0  # 401/403: skipped until then (or until an admin changes the key)
     error: str = ""  # the upstream's message for the last rest or failure
     current: int = 0  # smooth weighted round robin's running weight
@@ -149,28 +150,29 @@ class PoolKey:
     def tail(self) -> str:
         return self.key[-4:] if len(self.key) >= 12 else ""
 
+    def until(self, model: str) -> float:
+        """When this key may serve ``model`` again."""
+        return max(self.resting.get(model, 0.0), self.failed_until)
+
     def state(self, now: float) -> str:
         if self.failed_until > now:
             return "failed"
-        return "resting" if self.resting_until > now else "ok"
-
-    def available(self, now: float) -> bool:
-        return self.resting_until <= now and self.failed_until <= now
+        return "resting" if any(t > now for t in self.resting.values()) else "ok"
 
 
 class KeyPool:
-    """A provider's keys. ``choose`` spreads requests by weight over the keys that are not
-    resting or failed (nginx's smooth weighted round robin: exact proportions, no randomness,
-    and no key gets two turns in a row unless its weight says so)."""
+    """A provider's keys. ``choose`` spreads requests by weight over the keys that may serve the
+    model (nginx's smooth weighted round robin: exact proportions, no randomness, and no key gets
+    two turns in a row unless its weight says so)."""
 
     def __init__(self, keys: Sequence[PoolKey]) -> None:
         self.keys = list(keys)
 
-    def choose(self, now: float) -> PoolKey | None:
+    def choose(self, model: str, now: float) -> PoolKey | None:
         best: PoolKey | None = None
         total = 0
         for k in self.keys:
-            if not k.available(now):
+            if k.until(model) > now:
                 continue
             k.current += k.weight
             total += k.weight
@@ -180,13 +182,13 @@ class KeyPool:
             best.current -= total
         return best
 
-    def soonest(self, now: float) -> float:
-        """Seconds until some key is available again (0 when one is)."""
-        waits = [max(k.resting_until, k.failed_until) - now for k in self.keys]
-        return max(0.0, min(waits, default=0.0))
+    def soonest(self, model: str, now: float) -> float:
+        """Seconds until some key may serve ``model`` again (0 when one may now)."""
+        return max(0.0, min((k.until(model) - now for k in self.keys), default=0.0))
 
-    def rest(self, key: PoolKey, seconds: float, now: float, error: str) -> None:
-        key.resting_until = max(key.resting_until, now + seconds)
+    def rest(self, key: PoolKey, model: str, seconds: float, now: float, error: str) -> None:
+        key.resting = {m: t for m, t in key.resting.items() if t > now}  # forget rests that ended
+        key.resting[model] = max(key.resting.get(model, 0.0), now + seconds)
         key.error = error
 
     def fail(self, key: PoolKey, seconds: float, now: float, error: str) -> None:
@@ -194,13 +196,13 @@ class KeyPool:
         key.error = error
 
     def carry_state(self, old: KeyPool) -> None:
-        """After a config change, a key that stayed keeps its rest or failure; a new key value (an
+        """After a config change, a key that stayed keeps its rests or failure; a new key value (an
         admin changed it) starts afresh."""
         before = {k.key: k for k in old.keys}
         for k in self.keys:
             if k.key in before:
                 was = before[k.key]
-                k.resting_until, k.failed_until, k.error = was.resting_until, was.failed_until, was.error
+                k.resting, k.failed_until, k.error = was.resting, was.failed_until, was.error
 
 
 def pool_of(provider: Provider) -> KeyPool:

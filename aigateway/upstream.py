@@ -40,8 +40,10 @@ class Call:
     """One upstream request. ``status`` and ``headers`` are known before the first body chunk
     arrives, so the relay can tell a stream to pass on from an error to translate."""
 
-    def __init__(self, provider: Provider, base_url: str, path: str, body: bytes, *, stream: bool) -> None:
+    def __init__(self, provider: Provider, base_url: str, path: str, body: bytes | None, *, stream: bool,
+                 api_key: str | None = None) -> None:
         self.provider = provider
+        self.api_key = api_key  # the pool's choice; None: the provider's first key
         self.url = base_url.rstrip("/") + path
         self.body = body
         self.stream = stream
@@ -157,7 +159,7 @@ class Call:
         request = HTTPRequest(
             self.url,
             method="POST" if self.body is not None else "GET",
-            headers=self.provider.headers(),
+            headers=self.provider.headers(self.api_key),
             body=self.body,
             connect_timeout=min(CONNECT_TIMEOUT, self.provider.timeout_seconds),
             request_timeout=0 if self.stream else self.provider.timeout_seconds,

@@ -78,7 +78,8 @@ class FakeCall:
 
     script: dict[str, Any] = {}
 
-    def __init__(self, provider: Any, base_url: str, path: str, body: bytes | None, *, stream: bool) -> None:
+    def __init__(self, provider: Any, base_url: str, path: str, body: bytes | None, *, stream: bool,
+                 api_key: str | None = None) -> None:
         self.provider, self.path, self.body, self.stream = provider, path, body, stream
         self.status, self.headers, self.cancelled = 0, HTTPHeaders(), False
         FakeCall.made.append(self)

@@ -75,19 +75,20 @@ def test_reachable_models_lists_routes_and_allowed_models() -> None:
 
 def test_weights_are_respected_exactly() -> None:
     pool = KeyPool([PoolKey("a", 3), PoolKey("b", 1), PoolKey("c", 6)])
-    picks = Counter(pool.choose(0.0).key for _ in range(1000))  # type: ignore[union-attr]
+    picks = Counter(pool.choose("m", 0.0).key for _ in range(1000))  # type: ignore[union-attr]
     assert picks == {"a": 300, "b": 100, "c": 600}  # smooth weighted round robin: exact per 10
 
 
 def test_resting_key_is_skipped_then_comes_back_by_itself() -> None:
     a, b = PoolKey("a"), PoolKey("b")
     pool = KeyPool([a, b])
-    pool.rest(a, 5.0, 100.0, "rate limited")
-    assert {pool.choose(101.0).key for _ in range(10)} == {"b"}  # type: ignore[union-attr]
-    assert a.state(101.0) == "resting" and pool.soonest(101.0) == 0.0
-    pool.rest(b, 2.0, 101.0, "rate limited")
-    assert pool.choose(101.5) is None and pool.soonest(101.5) == pytest.approx(1.5)
-    assert {pool.choose(105.5).key for _ in range(4)} == {"a", "b"}  # type: ignore[union-attr]
+    pool.rest(a, "m", 5.0, 100.0, "rate limited")
+    assert {pool.choose("m", 101.0).key for _ in range(10)} == {"b"}  # type: ignore[union-attr]
+    assert {pool.choose("other", 101.0).key for _ in range(10)} == {"a", "b"}  # rests are per model
+    assert a.state(101.0) == "resting" and pool.soonest("m", 101.0) == 0.0
+    pool.rest(b, "m", 2.0, 101.0, "rate limited")
+    assert pool.choose("m", 101.5) is None and pool.soonest("m", 101.5) == pytest.approx(1.5)
+    assert {pool.choose("m", 105.5).key for _ in range(4)} == {"a", "b"}  # type: ignore[union-attr]
 
 
 def test_failed_key_stays_failed_until_its_value_changes() -> None:
