@@ -7,12 +7,14 @@ import stat
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
+import bcrypt
 import httpx2 as httpx
 import openai
 import pytest
 import yaml
-from conftest import ADMIN_PASSWORD, AdminClient, GatewayServer, admin_overrides, eventually
+from conftest import ADMIN_PASSWORD, ADMIN_USER, AdminClient, GatewayServer, admin_overrides, eventually
 
 from aigateway import usage
 from aigateway.admin import handlers as admin_handlers
@@ -155,6 +157,48 @@ def test_five_failed_logins_a_minute_get_429_with_retry_after(own_gateway: Gatew
     assert r.status_code == 429 and 1 <= int(r.headers["Retry-After"]) <= 60
     assert error(r)["type"] == "rate_limited" and "Try again in" in error(r)["message"]
     client.close()
+
+
+def test_concurrent_logins_cannot_race_the_throttle(fake_upstream: str, tmp_path):
+    """Each attempt is counted before its password is checked, so however many arrive at once, at
+    most five are checked (401) and the rest refused unchecked (429) — the right password among
+    them included. (A real bcrypt cost, so the checks overlap as they do in production.)"""
+    slow_hash = bcrypt.hashpw(ADMIN_PASSWORD.encode(), bcrypt.gensalt(10)).decode()
+    own_gateway = GatewayServer(tmp_path, fake_upstream, **{**admin_overrides(), "admin.password_hash": slow_hash})
+    client = AdminClient(own_gateway.url)
+    xsrf = client.xsrf
+
+    def attempt(password: str) -> int:
+        with httpx.Client(base_url=own_gateway.url, cookies={"_xsrf": xsrf}, timeout=30) as http:
+            return http.post("/admin/api/login", json={"username": ADMIN_USER, "password": password},
+                             headers={"X-XSRFToken": xsrf}).status_code
+
+    with ThreadPoolExecutor(40) as pool:
+        statuses = list(pool.map(attempt, ["wrong"] * 59 + [ADMIN_PASSWORD]))
+    assert statuses.count(401) <= 5 and statuses.count(200) <= 1
+    assert statuses.count(429) >= 54
+    if statuses.count(200) == 0:  # the right one came after the slots were used: it is refused too
+        assert client.login().status_code == 429
+    client.close()
+    own_gateway.stop()
+
+
+def test_login_input_and_the_throttle_table_are_bounded(own_gateway: GatewayServer):
+    """User names and passwords have a size limit (a 400 before any work), and the throttle forgets
+    entries past their window and keeps at most a fixed number of them."""
+    client = AdminClient(own_gateway.url)
+    huge = client.login(username="u" * 100_000, password="p")
+    assert huge.status_code == 400 and set(error(huge)["fields"]) == {"username"}
+    long_password = client.login(password="p" * 5000)
+    assert long_password.status_code == 400 and set(error(long_password)["fields"]) == {"password"}
+    client.close()
+    throttle = login.LoginThrottle()
+    for i in range(login.LoginThrottle.MAX_KEYS + 500):
+        throttle.failed((f"ip:10.{i}", f"user:name-{i}"), 1000.0)
+    assert len(throttle) <= login.LoginThrottle.MAX_KEYS
+    assert throttle.retry_after(("ip:new", "user:new"), 1000.0) is None
+    throttle.failed(("ip:late",), 2000.0)  # a minute on: the old entries have expired
+    assert len(throttle) == 1
 
 
 def test_password_change_ends_other_sessions(own_gateway: GatewayServer):

@@ -60,6 +60,7 @@ async def change_password(gw: Gateway, body: dict, ip: str) -> None:
         errors["new_password"] = f"must be at most {PASSWORD_MAX_BYTES} bytes (bcrypt's limit)"
     if errors or not isinstance(current, str) or not isinstance(new, str):
         raise bad_fields(errors)
+    login.check_sizes("", current, "current_password")
     username = str(gw.config.get("admin.username"))
     if not await login.throttled_check(gw, username, current, ip, "Too many wrong passwords."):
         raise bad_fields({"current_password": "this is not the current password"})
