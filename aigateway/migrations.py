@@ -100,6 +100,27 @@ def m003_routing(db: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m004_client_ids_never_reused(db: sqlite3.Connection) -> None:
+    # INTEGER PRIMARY KEY reuses the highest id after a delete, and usage is kept by client id: a
+    # new client could inherit a deleted one's counters. AUTOINCREMENT never reuses an id; sqlite
+    # adds it only by rebuilding the table (https://www.sqlite.org/lang_altertable.html). The
+    # sequence starts above every id the request log and daily totals have ever seen.
+    sql = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'clients'").fetchone()[0]
+    new_sql = sql.replace("CREATE TABLE clients", "CREATE TABLE clients_new", 1).replace(
+        "id INTEGER PRIMARY KEY", "id INTEGER PRIMARY KEY AUTOINCREMENT", 1)
+    db.execute(new_sql)
+    db.execute("INSERT INTO clients_new SELECT * FROM clients")
+    db.execute("DROP TABLE clients")
+    db.execute("ALTER TABLE clients_new RENAME TO clients")
+    highest = db.execute("SELECT MAX(m) FROM (SELECT MAX(id) AS m FROM clients UNION ALL"
+                         " SELECT MAX(client_id) FROM request_log UNION ALL SELECT MAX(client_id) FROM daily_usage)"
+                         ).fetchone()[0]
+    if highest:  # the copy above left a row for the table (renamed with it), or none when it was empty
+        db.execute("DELETE FROM sqlite_sequence WHERE name = 'clients'")
+        db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('clients', ?)", (highest,))
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply every migration not yet recorded; return the names applied."""
     db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")

@@ -156,3 +156,27 @@ def test_cli_usage_and_reset(fresh_gateway):
     assert cli(fresh_gateway.config, "usage", "resettable")["limits"]["rpd"]["used"] <= 1
     updated = cli(fresh_gateway.config, "update", "resettable", "--rpd", "default")
     assert updated["rpd"] is None
+
+
+def test_a_new_client_never_inherits_a_deleted_clients_usage(fresh_gateway):
+    """Client ids are never reused, so a client made after the newest one was deleted starts with
+    nothing of it: not its rate-limit window, not its place in the usage pages."""
+    from aigateway import clients
+
+    old_key = fresh_gateway.add_client("short-lived", rpm=1)
+    assert httpx.post(fresh_gateway.url + CHAT, json=body(), headers={"Authorization": f"Bearer {old_key}"}
+                      ).status_code == 200
+    conn = fresh_gateway.db()
+    old = clients.find(conn, "short-lived")
+    clients.delete(conn, old["id"])
+    conn.close()
+    fresh_gateway.wait_for_key(old_key, accepted=False)
+    new_key = fresh_gateway.add_client("newcomer", rpm=1)
+    conn = fresh_gateway.db()
+    new = clients.find(conn, "newcomer")
+    conn.close()
+    assert new["id"] != old["id"]
+    answer = httpx.post(fresh_gateway.url + CHAT, json=body(), headers={"Authorization": f"Bearer {new_key}"})
+    assert answer.status_code == 200, answer.text
+    rows = fresh_gateway.wait_log_rows("newcomer", 1)
+    assert [r["client_id"] for r in rows] == [new["id"]]
