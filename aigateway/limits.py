@@ -184,8 +184,11 @@ class Limiter:
 
     # -- admission
     def admit(self, client_id: int, limits: Mapping[str, int], input_estimate: int, asked_output: int | None,
-              now: float) -> Reservation:
-        """Check every limit and, only if all pass, count the request and reserve its tokens."""
+              now: float, choices: int = 1) -> Reservation:
+        """Check every limit and, only if all pass, count the request and reserve its tokens. A
+        request for several ``choices`` (OpenAI ``n``, Gemini ``candidateCount``) may produce its
+        output cap once per choice: the output reservation covers them all, and under an output
+        quota the per-choice cap shrinks so that all of them fit."""
         c = self._counters(client_id, now)
         day_end = self._day_end(c.day.start)
         for field, window, end in self._request_windows(c, day_end):
@@ -206,15 +209,15 @@ class Limiter:
         max_output = _smallest(asked_output, limits["max_output_tokens"] or None)
         quota = limits["daily_output_tokens"]
         if quota:
-            left = quota - c.day_output - c.reserved_output
+            left = (quota - c.day_output - c.reserved_output) // choices
             if left <= 0:
-                raise LimitExceeded("daily_output_tokens", quota, f"daily output token quota of {quota} reached",
-                                    day_end - now)
+                raise LimitExceeded("daily_output_tokens", quota, f"daily output token quota of {quota} reached"
+                                    + (f" for {choices} choices" if choices > 1 else ""), day_end - now)
             max_output = _smallest(max_output, left)
         c.minute.count += 1
         c.hour.count += 1
         c.day.count += 1
-        reserve_out = max_output or 0
+        reserve_out = (max_output or 0) * choices
         c.reserved_input += input_estimate
         c.reserved_output += reserve_out
         return Reservation(client_id, now, c.day.start, input_estimate, reserve_out, max_output)

@@ -351,7 +351,7 @@ class Exchange:
         self.record.provider, self.record.model = targets[0][0].name, targets[0][1]
         system = client["system_prompt"] or None
         self.input_estimate = decode_guarded(estimate_input, req) + estimate_tokens(system or "")
-        max_output = self._admit(client["id"], self.limits, req.params.max_tokens)
+        max_output = self._admit(client["id"], self.limits, req.params.max_tokens, max(1, req.params.n or 1))
         self._ratelimit_headers()
         await self._attempts(raw, body, req, plan, targets, client, max_output)
 
@@ -441,11 +441,11 @@ class Exchange:
                 raise
             raise Failed(err, err.status if call.status >= 400 else 0, provider.name) from None
 
-    def _admit(self, client_id: int, limits: dict[str, int], asked_output: int | None) -> int | None:
-        """Check and count the client's limits; returns the output cap to send upstream."""
+    def _admit(self, client_id: int, limits: dict[str, int], asked_output: int | None, choices: int) -> int | None:
+        """Check and count the client's limits; returns the output cap (per choice) to send upstream."""
         gw, now = self.gw, time.time()
         try:
-            self.reservation = gw.limiter.admit(client_id, limits, self.input_estimate, asked_output, now)
+            self.reservation = gw.limiter.admit(client_id, limits, self.input_estimate, asked_output, now, choices)
         except LimitExceeded as exc:
             raise limit_error(exc, gw.limiter.headroom(client_id, limits, now)) from None
         self.record.admitted = True

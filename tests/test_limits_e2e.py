@@ -180,3 +180,20 @@ def test_a_new_client_never_inherits_a_deleted_clients_usage(fresh_gateway):
     assert answer.status_code == 200, answer.text
     rows = fresh_gateway.wait_log_rows("newcomer", 1)
     assert [r["client_id"] for r in rows] == [new["id"]]
+
+
+def test_several_choices_are_reserved_each_under_an_output_quota(gateway, fake_requests):
+    """OpenAI ``n`` and Gemini ``candidateCount`` ask for several answers, each up to the output cap:
+    under a daily output quota of 500, eight choices get 62 tokens each (4 choices: 125), so all
+    of them together still fit the quota."""
+    key = gateway.add_client("choices", daily_output_tokens=500)
+    r = httpx.post(gateway.url + CHAT, json=body(n=8), headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 200, r.text
+    r = httpx.post(gateway.url + "/v1beta/models/gemini-2.0-flash:generateContent", headers={"x-goog-api-key": key},
+                   json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+                         "generationConfig": {"candidateCount": 4}})
+    assert r.status_code == 200, r.text
+    sent = [q["body"] for q in fake_requests() if q["path"].endswith("/chat/completions")]
+    assert sent[0]["max_completion_tokens"] == 62 and sent[0]["n"] == 8
+    first = gateway.wait_log_rows("choices", 1)[0]["output_tokens"]
+    assert sent[1]["n"] == 4 and sent[1]["max_completion_tokens"] == (500 - first) // 4
