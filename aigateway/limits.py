@@ -184,11 +184,14 @@ class Limiter:
 
     # -- admission
     def admit(self, client_id: int, limits: Mapping[str, int], input_estimate: int, asked_output: int | None,
-              now: float, choices: int = 1) -> Reservation:
+              now: float, choices: int = 1, input_bound: int | None = None) -> Reservation:
         """Check every limit and, only if all pass, count the request and reserve its tokens. A
         request for several ``choices`` (OpenAI ``n``, Gemini ``candidateCount``) may produce its
         output cap once per choice: the output reservation covers them all, and under an output
-        quota the per-choice cap shrinks so that all of them fit."""
+        quota the per-choice cap shrinks so that all of them fit. The per-request input cap is
+        checked against ``input_estimate``; the daily input quota reserves ``input_bound`` (an upper
+        bound of the real count, tokens.py), so concurrent requests can never overshoot it."""
+        reserve_in = input_estimate if input_bound is None else input_bound
         c = self._counters(client_id, now)
         day_end = self._day_end(c.day.start)
         for field, window, end in self._request_windows(c, day_end):
@@ -201,11 +204,11 @@ class Limiter:
                                 f"this request has about {input_estimate} input tokens; the limit per request is {cap}",
                                 0)
         quota = limits["daily_input_tokens"]
-        if quota and c.day_input + c.reserved_input + input_estimate > quota:
+        if quota and c.day_input + c.reserved_input + reserve_in > quota:
             raise LimitExceeded("daily_input_tokens", quota,
                                 f"daily input token quota of {quota} would be exceeded "
-                                f"({c.day_input + c.reserved_input} used or reserved, this request ~{input_estimate})",
-                                day_end - now)
+                                f"({c.day_input + c.reserved_input} used or reserved, this request up to "
+                                f"{reserve_in})", day_end - now)
         max_output = _smallest(asked_output, limits["max_output_tokens"] or None)
         quota = limits["daily_output_tokens"]
         if quota:
@@ -218,9 +221,9 @@ class Limiter:
         c.hour.count += 1
         c.day.count += 1
         reserve_out = (max_output or 0) * choices
-        c.reserved_input += input_estimate
+        c.reserved_input += reserve_in
         c.reserved_output += reserve_out
-        return Reservation(client_id, now, c.day.start, input_estimate, reserve_out, max_output)
+        return Reservation(client_id, now, c.day.start, reserve_in, reserve_out, max_output)
 
     def settle(self, res: Reservation, input_tokens: int, output_tokens: int, now: float) -> None:
         """Replace the reservation with what was really used. Idempotent."""

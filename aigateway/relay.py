@@ -27,7 +27,7 @@ from aigateway.formats.contract import Codec, Counting, StreamDecoding, StreamEn
 from aigateway.limits import Headroom, LimitExceeded, Reservation, duration, effective_limits
 from aigateway.providers import Provider
 from aigateway.routing import KeyPool, Plan, PoolKey, backoff, pool_of, resolve
-from aigateway.tokens import estimate_input, estimate_tokens, tokens_for_chars
+from aigateway.tokens import measure_input, tokens_for_chars
 from aigateway.upstream import Call, ClientGone
 from aigateway.usage import UsageRecord
 
@@ -314,7 +314,7 @@ class Exchange:
         self.record = UsageRecord(None, "", fmt.NAME)
         self.meter = Meter(fmt.ID_PREFIX)
         self.call: Call | None = None
-        self.input_estimate = 0
+        self.input_estimate = self.input_bound = 0  # tokens.measure_input's, once decoded
         self.reservation: Reservation | None = None
         self.limits: dict[str, int] | None = None  # the client's effective limits, once authenticated
         self.encoder: StreamEncoding | None = None  # the client's, once streaming
@@ -350,7 +350,7 @@ class Exchange:
         targets = [(gw.config.providers[t.provider], _model_name(t.model)) for t in plan.targets]
         self.record.provider, self.record.model = targets[0][0].name, targets[0][1]
         system = client["system_prompt"] or None
-        self.input_estimate = decode_guarded(estimate_input, req) + estimate_tokens(system or "")
+        self.input_estimate, self.input_bound = decode_guarded(measure_input, req, system or "")
         max_output = self._admit(client["id"], self.limits, req.params.max_tokens, max(1, req.params.n or 1))
         self._ratelimit_headers()
         await self._attempts(raw, body, req, plan, targets, client, max_output)
@@ -445,7 +445,8 @@ class Exchange:
         """Check and count the client's limits; returns the output cap (per choice) to send upstream."""
         gw, now = self.gw, time.time()
         try:
-            self.reservation = gw.limiter.admit(client_id, limits, self.input_estimate, asked_output, now, choices)
+            self.reservation = gw.limiter.admit(client_id, limits, self.input_estimate, asked_output, now, choices,
+                                                self.input_bound)
         except LimitExceeded as exc:
             raise limit_error(exc, gw.limiter.headroom(client_id, limits, now)) from None
         self.record.admitted = True
@@ -687,7 +688,7 @@ async def count_tokens(gw: Gateway, sink: Sink, fmt: Counting, route: neutral.Ro
         req = decode_guarded(fmt.decode_count, parse_body(raw), route)
         provider_of(gw, client)
         system = client["system_prompt"] or ""
-        tokens = decode_guarded(estimate_input, req) + (estimate_tokens(system) if system else 0)
+        tokens = decode_guarded(measure_input, req, system).estimate
     except neutral.GatewayError as err:
         sink.error(err)
         return

@@ -97,6 +97,8 @@ class FakeCall:
         script = FakeCall.script
         self.status = script.get("status", 200)
         chunks = script["chunks"]
+        if script.get("delay"):
+            await asyncio.sleep(script["delay"])
         if on_chunk is None:
             return b"".join(chunks)
         for i, chunk in enumerate(chunks):
@@ -147,6 +149,7 @@ def pipeline(tmp_path: Path) -> Iterator[Callable[..., Awaitable[tuple[FakeSink,
     config = load(write_config(tmp_path, "http://127.0.0.1:9"), announce=False)
     conn = connect(config.resolve("database.path"))
     keys = {p: clients.create(conn, f"c-{p}", p)[1] for p in config.providers}
+    keys["input-quota"] = clients.create(conn, "input-quota", "fake-openai", daily_input_tokens=3000)[1]
     conn.close()
     loop = asyncio.new_event_loop()
     gw = Gateway(config)
@@ -155,15 +158,22 @@ def pipeline(tmp_path: Path) -> Iterator[Callable[..., Awaitable[tuple[FakeSink,
     gw.record = records.append  # type: ignore[method-assign]  # the writer thread is not under test here
 
     async def run(fmt: str, body: dict, provider: str = "fake-openai", route: Route | None = None,
-                  **script: Any) -> tuple[FakeSink, Any]:
-        headers = {"Host": "gateway.test", "Authorization": f"Bearer {keys[provider]}"}
+                  client: str | None = None, **script: Any) -> tuple[FakeSink, Any]:
+        headers = {"Host": "gateway.test", "Authorization": f"Bearer {keys[client or provider]}"}
         sink = FakeSink(headers, fmt)
         FakeCall.script, FakeCall.made = {**script, "sink": sink}, []
         exchange = relay.Exchange(gw, sink, FORMATS[fmt], route or Route(), connect=FakeCall)
         await exchange.run(orjson.dumps(body))
         return sink, records[-1]
 
-    yield lambda *a, **k: loop.run_until_complete(run(*a, **k))
+    def run_many(calls: list[tuple[tuple, dict]]) -> list[tuple[FakeSink, Any]]:
+        async def together() -> list[tuple[FakeSink, Any]]:
+            return list(await asyncio.gather(*(run(*a, **k) for a, k in calls)))
+        return loop.run_until_complete(together())
+
+    runner = lambda *a, **k: loop.run_until_complete(run(*a, **k))  # noqa: E731
+    runner.many = run_many  # type: ignore[attr-defined]
+    yield runner
     gw.close()
     loop.close()
 
@@ -254,3 +264,19 @@ def test_an_exchange_leaves_no_reference_cycle(pipeline) -> None:
             assert gc.collect() == 0
         finally:
             gc.enable()
+
+
+def test_concurrent_cjk_requests_cannot_overshoot_the_daily_input_quota(pipeline) -> None:
+    """A character of CJK text is about one token, not a quarter of one: the daily input quota
+    reserves an upper bound of the real count (the UTF-8 bytes), so however many requests run at
+    once, what they really use stays within the quota (3,000 here; each really uses 400)."""
+    text = "日本語のテキストです。" * 40  # 440 characters, 400 tokens as the upstream counts them
+    answer = orjson.dumps({"id": "c", "object": "chat.completion", "created": 1, "model": "gpt-4o",
+                           "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"},
+                                        "finish_reason": "stop"}],
+                           "usage": {"prompt_tokens": 400, "completion_tokens": 1, "total_tokens": 401}})
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": text}]}
+    results = pipeline.many([(("openai", body), {"client": "input-quota", "chunks": [answer], "delay": 0.05})] * 20)
+    used = sum(rec.input_tokens for _, rec in results)
+    assert used <= 3000
+    assert any(sink.status == 200 for sink, _ in results) and any(sink.status == 429 for sink, _ in results)
