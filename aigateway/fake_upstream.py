@@ -250,7 +250,7 @@ def parse_anthropic(body: dict, count_only: bool = False) -> Ask:
                              block_text(b.get("content"))) for b in results]
     for m in reversed(messages):
         content = m.get("content")
-        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        blocks: list[dict] = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
         texts = [b["text"] for b in blocks if b.get("type") == "text"]
         if m.get("role") == "user" and (texts or any(b.get("type") == "image" for b in blocks)):
             ask.user_text, ask.knobs = split_knobs(" ".join(texts))
@@ -263,9 +263,9 @@ def parse_anthropic(body: dict, count_only: bool = False) -> Ask:
             break
     ask.tools = [(t["name"], t.get("input_schema") or {}) for t in body.get("tools") or []
                  if "name" in t and t.get("type") in (None, "custom")]
-    choice = body.get("tool_choice") or {}
+    choice: dict = body.get("tool_choice") or {}
     ask.tool_choice = {"none": "none", "any": "required", "tool": "=" + str(choice.get("name"))}.get(
-        choice.get("type"), "auto")
+        str(choice.get("type")), "auto")
     ask.thinking = (body.get("thinking") or {}).get("type") in ("enabled", "adaptive")
     ask.json_mode = bool((body.get("output_config") or {}).get("format") or body.get("output_format"))
     ask.stop = list(body.get("stop_sequences") or [])
@@ -870,6 +870,7 @@ class ModelsHandler(FakeHandler):
     def get(self, version: str, model_id: str | None = None) -> None:
         """GET /{v1,v1beta}/models[/{id}]; /v1/models answers in the shape the caller's headers imply."""
         headers = self.request.headers
+        shape: Callable[[str, str], dict]
         if version == "v1beta" or "x-goog-api-key" in headers or self.get_query_argument("key", None):
             self.fmt, shape = GEMINI, gemini_model
             models: dict[str, str] = GEMINI_MODELS

@@ -81,7 +81,8 @@ class Call:
     def pause(self) -> None:
         """Stop reading from the upstream until ``resume`` (backpressure from a slow client): the
         upstream's TCP window closes and it waits. Safe to repeat."""
-        if self._ours():
+        curl = self._ours()
+        if curl is not None:
             self.paused = True
             # Tornado's streaming buffer pauses the same transfer when its own queue is full and
             # resumes it once drained, which would undo this pause: our resume() covers both.
@@ -89,7 +90,7 @@ class Call:
             if buffer is not None:
                 buffer.paused = False
             try:
-                self._curl.pause(pycurl.PAUSE_RECV)
+                curl.pause(pycurl.PAUSE_RECV)
             except pycurl.error:  # the transfer already failed; run() reports it
                 pass
 
@@ -105,16 +106,19 @@ class Call:
         every run) sees a cancel even while the upstream is silent: libcurl runs a transfer again
         when it is unpaused, and only then (8.23 ignores unpausing a transfer that was not paused)."""
         self.paused = False
-        if self._ours():
+        curl = self._ours()
+        if curl is not None:
             try:
-                self._curl.pause(pycurl.PAUSE_RECV)
-                self._curl.pause(pycurl.PAUSE_CONT)
+                curl.pause(pycurl.PAUSE_RECV)
+                curl.pause(pycurl.PAUSE_CONT)
             except pycurl.error:  # the transfer already failed; run() reports it
                 pass
 
-    def _ours(self) -> bool:
-        # Tornado returns a finished handle to its pool and may start another transfer on it.
-        return self._curl is not None and getattr(self._curl, "info", None) is self._info
+    def _ours(self) -> pycurl.Curl | None:
+        """The handle if it still runs this transfer: Tornado returns a finished handle to its pool
+        and may start another transfer on it."""
+        curl = self._curl
+        return curl if curl is not None and getattr(curl, "info", None) is self._info else None
 
     def _on_header(self, line: bytes) -> None:
         # libcurl's HEADERFUNCTION, called synchronously as each line is read, so the status is
