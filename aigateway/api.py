@@ -156,17 +156,9 @@ class ClientStream:
 
 
 class ApiHandler(BaseHandler):
-    """Shared by the API routes: the body size limit, and the upstream call to cancel on disconnect."""
+    """Shared by the API routes: the upstream call to cancel on disconnect."""
 
     exchange: relay.Exchange | None = None
-
-    def prepare(self) -> None:
-        super().prepare()
-        limit = int(self.gateway.config.get("server.max_body_mb")) * 1024 * 1024
-        length = self.request.headers.get("Content-Length")
-        if (length and length.isdigit() and int(length) > limit) or len(self.request.body) > limit:
-            self.write_gateway_error(GatewayError(413, ErrorKind.REQUEST_TOO_LARGE,
-                                                  f"The request body is larger than {limit // 1048576} MB."))
 
     def on_connection_close(self) -> None:
         """The client left: stop the upstream transfer at once (no paying for unread tokens)."""

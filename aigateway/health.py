@@ -68,7 +68,7 @@ class ProbeHandler(BaseHandler):
 
     probe = True
 
-    def prepare(self) -> None:
+    def check_request(self) -> None:
         if self.gateway.stopping:
             self.set_header("Connection", "close")
 

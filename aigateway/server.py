@@ -24,6 +24,7 @@ from aigateway.config import Config, ConfigError, load
 
 log = logging.getLogger("aigateway")
 HEADER_LIMIT = 64 * 1024  # request line + headers; larger: Tornado closes the connection
+UNBOUNDED_BODY = 2 ** 62  # for Tornado; the real limit is web.BaseHandler's
 CLOSE_SECONDS = 5  # after the grace period: how long aborted streams get to send their error event
 
 
@@ -132,12 +133,12 @@ async def serve(config_path: str, port: int | None, host: str | None) -> None:
     await gateway.start()
     app = make_app(gateway)
     settle_heap()
-    limit = int(config.get("server.max_body_mb")) * 1024 * 1024
     server = SweepingHTTPServer(
         app,
         ssl_options=tls,
-        # Above our own limit, so an oversized body gets our 413 JSON rather than Tornado's bare 400.
-        max_body_size=limit * 2 + 1024,
+        # Every handler streams its body and enforces server.max_body_mb itself (web.BaseHandler), so
+        # an oversized body, however large, gets the 413 in the client's format, not Tornado's bare 400.
+        max_body_size=UNBOUNDED_BODY,
         max_header_size=HEADER_LIMIT,
         # Slowloris: headers must arrive within the idle timeout, a body within the body timeout.
         header_timeout=float(config.get("server.idle_timeout_seconds")) or 3600.0,  # Tornado's when unset

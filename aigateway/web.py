@@ -3,6 +3,8 @@ carries, and the one ladder from Tornado's own errors (no route, wrong method, a
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 import tornado.web
@@ -51,6 +53,8 @@ def tornado_error(handler: tornado.web.RequestHandler, status: int, exc: BaseExc
         return 403, "Missing or wrong XSRF token: send the _xsrf cookie's value in an X-XSRFToken header."
     if status == 404:
         return 404, f"No route for {request.method} {request.path}."
+    if status == 413:
+        return 413, f"The request body is larger than {body_limit(handler) // 1048576} MB."
     if status == 405:
         return 405, f"Method {request.method} is not allowed here."
     if status < 500:
@@ -58,12 +62,52 @@ def tornado_error(handler: tornado.web.RequestHandler, status: int, exc: BaseExc
     return 500, "Internal error in the gateway."
 
 
+_METHODS = ("get", "head", "post", "put", "patch", "delete", "options")
+
+
+def _after_check(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A handler method that runs ``check_request`` first (see BaseHandler)."""
+
+    @functools.wraps(method)
+    def checked(self: BaseHandler, *args: Any, **kwargs: Any) -> Any:
+        self.check_request()
+        if self._finished:  # it answered (a redirect to the login page)
+            return None
+        return method(self, *args, **kwargs)
+
+    checked._checked = True  # type: ignore[attr-defined]
+    return checked
+
+
+def body_limit(handler: tornado.web.RequestHandler) -> int:
+    return int(gateway_of(handler).config.get("server.max_body_mb")) * 1024 * 1024
+
+
+@tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
     """Every handler's base. ``fmt`` is the wire format errors are rendered in; ``header_policy``
-    the headers on top of the common ones (admin pages have their own)."""
+    the headers on top of the common ones (admin pages have their own).
+
+    Bodies are streamed in and bounded here (``server.max_body_mb``), for API and admin alike: a
+    declared length over the limit is answered 413 before any of the body is read, a body that
+    grows past it (chunked) as soon as it does; either way the connection is then closed. The body
+    collects in ``request.body`` (a bytearray) before the method runs.
+
+    Every other refusal (shutting down, no admin session, no XSRF token) is ``check_request``'s,
+    which runs once the body is in, just before the handler's method: Tornado closes a connection
+    whose body it did not read, and a client that had sent a small body would then see the
+    connection reset instead of the answer."""
 
     fmt: Codec = FORMATS["openai"]
     header_policy: tuple[tuple[str, str], ...] = API_HEADERS
+    _body: bytearray | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in _METHODS:
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "_checked", False):
+                setattr(cls, name, _after_check(method))
 
     def initialize(self, fmt: str = "openai") -> None:
         self.fmt = FORMATS[fmt]
@@ -78,11 +122,36 @@ class BaseHandler(tornado.web.RequestHandler):
         security_headers(self, self.header_policy)
 
     def prepare(self) -> None:
+        self.receive_body()
+
+    def check_request(self) -> None:
         """Once shutdown has begun, a new request on a kept-alive connection is refused (503), so
         the grace period only has to wait for requests already in flight."""
         if self.gateway.stopping:
             raise GatewayError(503, ErrorKind.OVERLOADED, "The gateway is shutting down; retry shortly.",
                                retry_after=1, headers={"Connection": "close"})
+
+    def receive_body(self) -> None:
+        """Start collecting the body, or refuse it at once when its declared length is over the limit."""
+        length = self.request.headers.get("Content-Length", "")
+        self._limit = body_limit(self)
+        if length.isdigit() and int(length) > self._limit:
+            self._refuse_body()
+        else:
+            self.request.body = self._body = bytearray()  # type: ignore[assignment]
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._body is None or self._finished:
+            return
+        if len(self._body) + len(chunk) > self._limit:
+            self._refuse_body()
+        else:
+            self._body.extend(chunk)
+
+    def _refuse_body(self) -> None:
+        self._body = None
+        self.set_header("Connection", "close")  # the rest of the body is never read
+        self.send_error(413)
 
     def write_gateway_error(self, err: GatewayError) -> None:
         """Render a GatewayError in this route's wire format and finish."""

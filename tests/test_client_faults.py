@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import socket
 import time
+from typing import Any
 
 import httpx2 as httpx
 import orjson
@@ -211,14 +212,57 @@ def test_chunked_body_over_the_limit_is_a_413_too(strict):
     assert healthy(strict)
 
 
-def test_absurd_declared_length_is_refused_before_reading(strict):
-    """A Content-Length past twice the limit is refused before a byte of body is read."""
-    sock = socket.create_connection(strict.url.removeprefix("http://").split(":"))
-    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999999\r\n\r\n")
+def raw_exchange(server: GatewayServer, head: bytes, body_chunks: Any = ()) -> bytes:
+    """Send a request head, then body chunks until the server answers or closes; return what it said."""
+    sock = socket.create_connection(server.url.removeprefix("http://").split(":"))
+    sock.sendall(head)
+    sock.settimeout(0.05)
+    reply = b""
+    try:
+        for chunk in body_chunks:
+            try:
+                reply += sock.recv(65536)
+                if reply:
+                    break
+            except TimeoutError:
+                pass
+            sock.sendall(chunk)
+    except OSError:  # the server closed the connection while we were still sending
+        pass
     sock.settimeout(5)
-    reply = sock.recv(4096)
-    assert reply.startswith(b"HTTP/1.1 400") or reply == b""
+    try:
+        while b"\r\n\r\n" not in reply or len(reply) < reply.index(b"\r\n\r\n") + 40:
+            more = sock.recv(65536)
+            if not more:
+                break
+            reply += more
+    except OSError:
+        pass
     sock.close()
+    return reply
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_any_body_over_the_limit_is_a_413_in_the_clients_format_without_being_read(strict, fmt):
+    """Declared far over the limit (30 MB, and an absurd length) or sent chunked without end: a 413
+    in the client's own error shape, with the security headers, answered without reading the rest."""
+    key = strict.add_client(f"huge-body-{fmt}", "openai")
+    path, headers, _ = chat_request(fmt, key, "x", False)
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    for declared in (30 * 1024 * 1024, 999_999_999_999):
+        head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{lines}"
+                f"Content-Length: {declared}\r\n\r\n").encode()
+        reply = raw_exchange(strict, head, [b"{" + b" " * 65535] * 4)
+        status, _, rest = reply.partition(b"\r\n")
+        assert status.startswith(b"HTTP/1.1 413"), reply[:300]
+        assert b"X-Content-Type-Options: nosniff" in rest and b"larger than 8 MB" in rest
+        if fmt == "anthropic":
+            assert b'"type":"error"' in rest
+    head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{lines}"
+            f"Transfer-Encoding: chunked\r\n\r\n").encode()
+    piece = b"100000\r\n" + b"y" * 0x100000 + b"\r\n"  # 1 MB chunks, 30 of them
+    reply = raw_exchange(strict, head, [piece] * 30)
+    assert reply.startswith(b"HTTP/1.1 413") and b"larger than 8 MB" in reply, reply[:300]
     assert healthy(strict)
 
 
