@@ -12,7 +12,7 @@ import tornado.web
 from tornado.ioloop import PeriodicCallback
 
 from aigateway import api, clients, health, upstream, usage
-from aigateway.admin import dashboard, handlers
+from aigateway.admin import dashboard, handlers, sessions
 from aigateway.admin.handlers import StaticHandler
 from aigateway.admin.login import LoginThrottle
 from aigateway.config import Config
@@ -56,6 +56,7 @@ class Gateway:
         self.login_throttle = LoginThrottle()  # failed admin logins per IP and user
         self.hub = Hub(self)  # live dashboards
         self.listings = ListingCache()  # upstream model lists
+        self.revoked_sessions: set[str] = set()  # admin sessions ended by logging out (admin/sessions.py)
         self.pools: dict[str, KeyPool] = pools_for(config.providers, {})  # each provider's keys and their state
         upstream.configure(int(config.get("server.max_upstream_connections")))
 
@@ -110,6 +111,12 @@ class Gateway:
         for client_id in before.keys() - {c["id"] for c in rows}:
             self.limiter.forget(client_id)
         self.keys = KeyIndex(rows)
+        self.revoked_sessions = await self.db.read(sessions.load_revoked)
+
+    async def revoke_session(self, sid: str) -> None:
+        """End an admin session everywhere (logout): refused here at once, recorded for restarts."""
+        self.revoked_sessions.add(sid)
+        await self.db.write(lambda conn: sessions.revoke(conn, sid))
 
     async def _restore_counters(self, client_ids: set[int]) -> None:
         now = time.time()

@@ -121,6 +121,12 @@ def m004_client_ids_never_reused(db: sqlite3.Connection) -> None:
         db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('clients', ?)", (highest,))
 
 
+@migration
+def m005_revoked_sessions(db: sqlite3.Connection) -> None:
+    # Admin sessions ended by logging out, until they would have expired (admin/sessions.py).
+    db.execute("CREATE TABLE revoked_sessions (session_id TEXT PRIMARY KEY, expires_at REAL NOT NULL)")
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply every migration not yet recorded; return the names applied."""
     db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")

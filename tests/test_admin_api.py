@@ -201,6 +201,25 @@ def test_login_input_and_the_throttle_table_are_bounded(own_gateway: GatewayServ
     assert len(throttle) == 1
 
 
+def test_logout_ends_the_session_on_the_server(own_gateway: GatewayServer):
+    """A cookie saved before logging out is refused afterwards, also after a restart; other
+    sessions of the same admin go on."""
+    mine, other = AdminClient(own_gateway.url), AdminClient(own_gateway.url)
+    assert mine.login().status_code == 200 and other.login().status_code == 200
+    saved = dict(mine.http.cookies)
+    assert mine.call("POST", "/admin/api/logout").json() == {"logged_out": True}
+    replay = httpx.Client(base_url=own_gateway.url, cookies=saved)
+    assert replay.get("/admin/api/meta").status_code == 401
+    assert other.call("GET", "/admin/api/meta").status_code == 200
+    own_gateway.restart()
+    replay = httpx.Client(base_url=own_gateway.url, cookies=saved)
+    assert replay.get("/admin/api/meta").status_code == 401
+    other.http.base_url = own_gateway.url
+    assert other.call("GET", "/admin/api/meta").status_code == 200
+    for client in (mine, other):
+        client.close()
+
+
 def test_password_change_ends_other_sessions(own_gateway: GatewayServer):
     mine, other = AdminClient(own_gateway.url), AdminClient(own_gateway.url)
     assert mine.login().status_code == 200 and other.login().status_code == 200

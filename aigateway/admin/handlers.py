@@ -14,7 +14,7 @@ from tornado.escape import url_escape
 from aigateway import web
 from aigateway.admin import login, routing, service
 from aigateway.admin.errors import AdminError
-from aigateway.admin.sessions import COOKIE, MAX_AGE_DAYS, check_session, make_session
+from aigateway.admin.sessions import COOKIE, MAX_AGE_DAYS, check_session, make_session, session_id
 from aigateway.web import BaseHandler
 
 # No inline script or style anywhere: every page loads its own file from /static/.
@@ -32,7 +32,8 @@ _ERROR_TYPES = {400: "invalid_request", 401: "authentication", 403: "permission"
 def current_admin(handler: tornado.web.RequestHandler) -> str | None:
     """The logged-in admin's name from the signed session cookie, or None. Any handler can call it
     (the dashboard's WebSocket does, in ``prepare``, before the upgrade)."""
-    return check_session(web.gateway_of(handler).config, handler.get_cookie(COOKIE))
+    gw = web.gateway_of(handler)
+    return check_session(gw.config, handler.get_cookie(COOKIE), gw.revoked_sessions)
 
 
 class AdminHandler(BaseHandler):
@@ -45,7 +46,7 @@ class AdminHandler(BaseHandler):
     admin_name: str | None = None
     header_policy: tuple[tuple[str, str], ...] = ADMIN_HEADERS
 
-    def prepare(self) -> None:
+    def check_request(self) -> None:
         """Session first (so an anonymous call learns it must log in), then the XSRF token."""
         self.admin_name = current_admin(self)
         if self.login_required and self.admin_name is None:
@@ -168,8 +169,11 @@ class LoginHandler(AdminHandler):
 
 
 class LogoutHandler(AdminHandler):
-    def post(self) -> None:
-        """End this browser's session."""
+    async def post(self) -> None:
+        """End this session, on the server too: its cookie is refused from now on, wherever it is."""
+        sid = session_id(self.gateway.config, self.get_cookie(COOKIE))
+        if sid:
+            await self.gateway.revoke_session(sid)
         self.clear_cookie(COOKIE, path=COOKIE_PATH)
         self.write_json({"logged_out": True})
 
