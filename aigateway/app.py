@@ -22,6 +22,7 @@ from aigateway.keys import KeyIndex
 from aigateway.limits import Limiter, configured_defaults
 from aigateway.listing import ListingCache
 from aigateway.logs import log_request
+from aigateway.refusals import SUMMARY_SECONDS, Refusals
 from aigateway.routing import KeyPool, pools_for
 from aigateway.usage import UsageRecord
 from aigateway.web import NotFoundHandler
@@ -56,6 +57,7 @@ class Gateway:
         self.login_throttle = LoginThrottle()  # failed admin logins per IP and user
         self.hub = Hub(self)  # live dashboards
         self.listings = ListingCache()  # upstream model lists
+        self.refusals = Refusals()  # requests refused before authentication, counted not logged
         self.revoked_sessions: set[str] = set()  # admin sessions ended by logging out (admin/sessions.py)
         self.pools: dict[str, KeyPool] = pools_for(config.providers, {})  # each provider's keys and their state
         upstream.configure(int(config.get("server.max_upstream_connections")))
@@ -65,7 +67,8 @@ class Gateway:
         await self.reload_clients()
         if not self._timers:
             self._timers = [PeriodicCallback(self._check_changes, RELOAD_SECONDS * 1000),
-                            PeriodicCallback(self._check_silence, 1000)]
+                            PeriodicCallback(self._check_silence, 1000),
+                            PeriodicCallback(self.refusals.summarize, SUMMARY_SECONDS * 1000)]
             for timer in self._timers:
                 timer.start()
 
@@ -156,6 +159,7 @@ class Gateway:
         """Stop watching and flush every queued write. Idempotent."""
         for timer in self._timers:
             timer.stop()
+        self.refusals.summarize()
         self.hub.close()
         self.db.close()
 

@@ -589,6 +589,10 @@ class Exchange:
         if meter.failed is not None and rec.status == 200:
             rec.status = meter.failed.status
             rec.error = meter.failed.message[:500]
+        if rec.client_id is None and rec.status in (401, 403):  # refused before authentication: aggregated
+            if self.gw.refusals.count(rec.status, rec.ts):
+                self.gw.record(rec)
+            return
         if self.call is not None and self.call.cancelled:
             self._client_left()
         usage = meter.usage

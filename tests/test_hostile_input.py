@@ -274,3 +274,31 @@ def test_nothing_refused_was_charged_and_the_gateway_serves_on(target):
     new_log = target["log"].read_text()[target["log_start"]:]
     assert "Traceback" not in new_log and "Uncaught exception" not in new_log
     assert httpx.get(server.url + "/health").status_code == 200
+
+
+def test_an_unauthenticated_flood_is_counted_not_logged_row_by_row(fake_upstream, tmp_path):
+    """300 requests with bad keys on every inbound API: a bounded sample of request-log rows, no
+    log line each, and a summary line (at shutdown at the latest) that counts all of them."""
+    from conftest import GatewayServer
+
+    from aigateway.refusals import SAMPLE_PER_MINUTE
+
+    server = GatewayServer(tmp_path, fake_upstream, **{"logging.level": "info"})
+    requests = [("/v1/chat/completions", {"Authorization": "Bearer sk-wrong"}, VALID["openai"]),
+                ("/v1/messages", {"x-api-key": "sk-ant-wrong"}, VALID["anthropic"]),
+                ("/v1beta/models/gemini-2.0-flash:generateContent", {}, VALID["gemini"])]
+    started = time.time()
+    with httpx.Client(base_url=server.url) as http:
+        for i in range(300):
+            path, headers, body = requests[i % 3]
+            assert http.post(path, headers=headers, json=body).status_code == 401
+    minutes = int(time.time() // 60) - int(started // 60) + 1
+    server.stop()
+    rows = [r for r in server.log_rows() if r["client_id"] is None]
+    assert 0 < len(rows) <= SAMPLE_PER_MINUTE * minutes, len(rows)
+    assert {r["inbound"] for r in rows} == {"openai", "anthropic", "gemini"} or len(rows) == SAMPLE_PER_MINUTE
+    text = (tmp_path / "logs" / "gateway.log").read_text()
+    assert text.count("Invalid API key") + text.count("Missing API key") == 0
+    counted = sum(int(n) for n in re.findall(r"refused (\d+) requests before authentication", text))
+    assert counted == 300, text[-2000:]
+    assert len(text.splitlines()) < 50
