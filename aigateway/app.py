@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import tornado.web
 from tornado.ioloop import PeriodicCallback
 
-from aigateway import api, clients, health, upstream, usage
+from aigateway import api, clients, flights, health, upstream, usage
 from aigateway.admin import dashboard, handlers, sessions
 from aigateway.admin.handlers import StaticHandler
 from aigateway.admin.login import LoginThrottle
@@ -51,7 +51,7 @@ class Gateway:
         self.limit_defaults = configured_defaults(config.get)
         self.started_at = time.time()
         self._data_version: int | None = None
-        self._timers: list[PeriodicCallback] = []  # CLI-change polling, stream silence checks
+        self._timers: list[PeriodicCallback] = []  # CLI-change polling, silence checks and flight marks
         self._in_flight: set[Exchange] = set()
         self._stopping = False
         self.login_throttle = LoginThrottle()  # failed admin logins per IP and user
@@ -63,11 +63,14 @@ class Gateway:
         upstream.configure(int(config.get("server.max_upstream_connections")))
 
     async def start(self) -> None:
-        """Load the key index and start watching the database for CLI changes. Idempotent."""
+        """Count what a dead process left in flight, load the key index (restoring the limit
+        counters) and start watching the database for CLI changes. Idempotent."""
+        if not self._timers:
+            await self.db.write(flights.recover)
         await self.reload_clients()
         if not self._timers:
             self._timers = [PeriodicCallback(self._check_changes, RELOAD_SECONDS * 1000),
-                            PeriodicCallback(self._check_silence, 1000),
+                            PeriodicCallback(self._each_second, 1000),
                             PeriodicCallback(self.refusals.summarize, SUMMARY_SECONDS * 1000)]
             for timer in self._timers:
                 timer.start()
@@ -95,12 +98,15 @@ class Gateway:
         """Begin the shutdown drain (server.py): requests in flight go on, new ones are refused."""
         self._stopping = True
 
-    def _check_silence(self) -> None:
-        """Cut the streams whose upstream has been silent too long (upstream.Call.check_silence)."""
-        now = time.monotonic()
+    def _each_second(self) -> None:
+        """Cut the streams whose upstream has been silent too long (upstream.Call.check_silence);
+        queue a mark of where each long request stands (flights.py)."""
+        now, wall = time.monotonic(), time.time()
         for exchange in list(self._in_flight):
             if exchange.call is not None:
                 exchange.call.check_silence(now)
+            if (mark := exchange.flight_mark(wall)) is not None:
+                self.db.put(mark)
 
     async def reload_clients(self) -> None:
         """Rebuild the key index; restore limit counters of new clients and of clients whose

@@ -142,7 +142,9 @@ class Database:
                     fut.set_exception(exc)
             else:
                 records.setdefault(type(item), []).append(item)
-        for kind, items in records.items():
+        # A record class may write before the others of its batch (flights.FlightMark: the usage
+        # record that ends a flight deletes its mark, so the mark must not come after it).
+        for kind, items in sorted(records.items(), key=lambda kv: getattr(kv[0], "BATCH_ORDER", 0)):
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 kind.write(conn, items)  # type: ignore[attr-defined]  # a record class (put's contract)

@@ -127,6 +127,15 @@ def m005_revoked_sessions(db: sqlite3.Connection) -> None:
     db.execute("CREATE TABLE revoked_sessions (session_id TEXT PRIMARY KEY, expires_at REAL NOT NULL)")
 
 
+@migration
+def m006_in_flight(db: sqlite3.Connection) -> None:
+    # Admitted requests in flight for over a second, counted at restart if a crash left them (flights.py).
+    db.execute("""CREATE TABLE in_flight (
+        id INTEGER PRIMARY KEY, client_id INTEGER NOT NULL, client_name TEXT NOT NULL, inbound TEXT NOT NULL,
+        provider TEXT NOT NULL, model TEXT NOT NULL, stream INTEGER NOT NULL, started_at REAL NOT NULL,
+        input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, streamed INTEGER, marked_at REAL NOT NULL)""")
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply every migration not yet recorded; return the names applied."""
     db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")

@@ -22,6 +22,7 @@ import orjson
 from tornado.httputil import HTTPServerRequest
 
 from aigateway import neutral, routing
+from aigateway.flights import MARK_AFTER_SECONDS, FlightMark, new_flight_id
 from aigateway.formats import FORMATS
 from aigateway.formats.contract import Codec, Counting, StreamDecoding, StreamEncoding
 from aigateway.limits import Headroom, LimitExceeded, Reservation, duration, effective_limits
@@ -319,6 +320,7 @@ class Exchange:
         self.limits: dict[str, int] | None = None  # the client's effective limits, once authenticated
         self.encoder: StreamEncoding | None = None  # the client's, once streaming
         self._held: list[bytes] = []  # stream bytes before the first content event (see _emit)
+        self._streamed_marked: int | None = None  # the output tokens its last flight mark said
 
     async def run(self, raw: bytes) -> None:
         self.gw.track(self)
@@ -571,6 +573,24 @@ class Exchange:
         room = self.gw.limiter.headroom(self.record.client_id, self.limits, time.time())  # type: ignore[arg-type]
         for name, value in ratelimit_headers(room).items():
             self.sink.set_header(name, value)
+
+    def flight_mark(self, now: float) -> FlightMark | None:
+        """Where this request stands, for the in-flight table (flights.py): None before it has been
+        admitted for ``MARK_AFTER_SECONDS``, and when its output has not grown since the last mark."""
+        res, rec, meter = self.reservation, self.record, self.meter
+        if res is None or res.settled or now - res.at < MARK_AFTER_SECONDS:
+            return None
+        usage = meter.usage
+        streamed = usage.output_tokens if usage else tokens_for_chars(meter.out_chars) if meter.out_chars else None
+        if rec.flight_id is not None and streamed == self._streamed_marked:
+            return None
+        if rec.flight_id is None:
+            rec.flight_id = new_flight_id()
+        self._streamed_marked = streamed
+        start = meter.start_usage
+        input_tokens = start.input_tokens if start and start.input_tokens else res.input_tokens
+        return FlightMark(rec.flight_id, res.client_id, rec.client_name, rec.inbound, rec.provider, rec.model,
+                          rec.stream, res.at, input_tokens, res.output_tokens, streamed, now)
 
     def _client_left(self) -> None:
         """The client closed the connection: a 499, unless the request already had its outcome. SDKs

@@ -46,6 +46,7 @@ class UsageRecord:
     estimated: bool = False
     error: str = ""
     attempts: int = 0  # upstream calls made (more than one: fallbacks or retries)
+    flight_id: int | None = None  # its mark in the in-flight table (flights.py), deleted as it is stored
 
     @classmethod
     def write(cls, conn: sqlite3.Connection, records: list[UsageRecord]) -> None:
@@ -79,6 +80,7 @@ class UsageRecord:
             " output_tokens = output_tokens + excluded.output_tokens",
             [(*key, *vals) for key, vals in daily.items()],
         )
+        conn.executemany("DELETE FROM in_flight WHERE id = ?", [(r.flight_id,) for r in records if r.flight_id])
         conn.executemany("UPDATE clients SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE id = ?",
                          [(ts, cid) for cid, ts in last_used.items()])
 

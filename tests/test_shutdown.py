@@ -195,3 +195,46 @@ def test_shutdown_flushes_every_queued_usage_record(tmp_path):
     asyncio.run(main())
     conn = sqlite3.connect(tmp_path / "data" / "gateway.db")
     assert conn.execute("SELECT COUNT(*) FROM request_log WHERE client_name LIKE 'burst-%'").fetchone()[0] == 5000
+
+
+def test_a_sigkill_loses_no_usage_of_requests_in_flight(fresh_gateway):
+    """Five streams are in flight when the gateway is killed: after the restart each is in the
+    request log, counted at what it had streamed by its last mark, and the limits count them."""
+    key = fresh_gateway.add_client("killed", rpd=6)
+    streams = [StreamInFlight(fresh_gateway, key, f"{WORDS} #fake:delay=0.4") for _ in range(5)]
+    time.sleep(2.5)  # a few words each, and a flight mark (written once a second) after them
+    received = [len(text_of(s.body).split()) for s in streams]
+    fresh_gateway.restart(signal.SIGKILL)
+    rows = fresh_gateway.log_rows("killed")
+    assert len(rows) == 5 and all(r["status"] == 500 and r["admitted"] == 1 for r in rows), rows
+    assert all(r["output_tokens"] > 0 for r in rows) and min(received) > 0, (rows, received)
+    conn = fresh_gateway.db()
+    assert conn.execute("SELECT COUNT(*) FROM in_flight").fetchone()[0] == 0
+    assert tuple(conn.execute("SELECT SUM(requests), SUM(output_tokens) FROM daily_usage d JOIN clients c"
+                              " ON c.id = d.client_id WHERE c.name = 'killed'").fetchone()) == (
+        5, sum(r["output_tokens"] for r in rows))
+    conn.close()
+    path, headers, body = chat_request("openai", key, "the sixth of the day", False)
+    assert httpx.post(fresh_gateway.url + path, headers=headers, json=body).status_code == 200
+    refused = httpx.post(fresh_gateway.url + path, headers=headers, json=body)
+    assert refused.status_code == 429 and "requests-per-day" in refused.json()["error"]["message"], refused.text
+
+
+def test_a_flight_mark_never_outlives_the_record_that_ends_it(tmp_path):
+    """In process: a mark and the usage record ending its flight in one writer batch, behind
+    another record: the mark is written first, so no stale mark is left to count twice."""
+    from aigateway.db import Database
+    from aigateway.flights import FlightMark
+    from aigateway.migrations import migrate
+    from aigateway.usage import UsageRecord
+
+    db = Database(tmp_path / "gateway.db")
+    migrate(db._writer_conn)
+    now = time.time()
+    db.put(UsageRecord(None, "someone else", "openai"))
+    db.put(FlightMark(7, 1, "c", "openai", "p", "m", True, now, 10, 20, 3, now))
+    db.put(UsageRecord(1, "c", "openai", output_tokens=5, admitted=True, flight_id=7))
+    db.close()
+    conn = sqlite3.connect(tmp_path / "gateway.db")
+    assert conn.execute("SELECT COUNT(*) FROM in_flight").fetchone()[0] == 0
+    assert conn.execute("SELECT COUNT(*) FROM request_log").fetchone()[0] == 2
