@@ -180,7 +180,13 @@ class BaseHandler(tornado.web.RequestHandler):
 
 
 class NotFoundHandler(BaseHandler):
-    """Unknown paths: a JSON 404 rather than Tornado's HTML page."""
+    """Unknown paths: a JSON 404 rather than Tornado's HTML page. Refused by ``check_request``,
+    once the body is in (see BaseHandler), so the connection stays usable."""
 
-    def prepare(self) -> None:
+    def check_request(self) -> None:
         raise tornado.web.HTTPError(404)
+
+    def get(self, *args: Any) -> None:  # never runs: check_request refuses first
+        pass
+
+    head = post = put = patch = delete = options = get

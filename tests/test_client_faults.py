@@ -4,6 +4,7 @@ headers and bodies, and connections that trickle or idle (slowloris)."""
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import time
 from typing import Any
@@ -311,3 +312,28 @@ def test_a_body_trickled_in_is_cut_at_the_body_timeout(strict):
     sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n")
     assert seconds_until_closed(sock, b"{" + b" " * 400) < TIMEOUT + 1.5
     assert healthy(strict)
+
+
+def test_a_refused_request_leaves_its_kept_alive_connection_usable(gateway):
+    """Pipelined on one connection: an unknown path (404), a chat request without a key (401),
+    then a health check. Each is answered: a refusal must not close the connection under a
+    client that will reuse it (it would see a reset)."""
+    sock = socket.create_connection(gateway.url.removeprefix("http://").split(":"))
+    body = orjson.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+    sock.sendall(b"GET /no/such/route HTTP/1.1\r\nHost: x\r\n\r\n"
+                 b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                 + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.settimeout(5)
+    reply = b""
+    try:
+        while reply.count(b"HTTP/1.1 ") < 3 or not reply.rstrip().endswith(b"}"):
+            more = sock.recv(65536)
+            if not more:
+                break
+            reply += more
+    except OSError:
+        pass
+    sock.close()
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", reply)
+    assert statuses == [b"404", b"401", b"200"], reply[:600]
