@@ -1,7 +1,7 @@
 """An independent stand-in for the real OpenAI, Anthropic and Gemini APIs, for acceptance runs.
 
 Written from the providers' public API references, not from the gateway's own fake
-(aigateway/fake_upstream.py), so the gateway is checked against a second reading of the wire formats.
+(aigateway/fake_upstream/), so the gateway is checked against a second reading of the wire formats.
 It behaves like the real services where that matters to a gateway:
 
 - strict request validation with each provider's real error shape and status (unknown fields are a

@@ -1,0 +1,49 @@
+"""A fake LLM provider speaking the OpenAI, Anthropic and Gemini wire formats, for tests.
+
+It is the only stand-in our tests use, so it aims to be exact enough that the official SDKs, pointed
+straight at it, accept everything. Replies are deterministic:
+
+* Text: ``"[system: S1 | S2] "`` (only when the request has a system prompt) + ``"Echo: "`` + the text
+  of the last user message, with knob directives removed; each inline image adds
+  ``" [image: <mime>, <decoded bytes> bytes]"``, each URL image ``" [image url: <url>]"``.
+* Tool result as the last turn: the same system prefix + ``"Tool <name or id> returned: <content>"``
+  (several results joined by ``" | "``).
+* Tool call: when the request has tools, tool choice is not none and the last turn is user text, the
+  reply is one call to the forced tool (else the first), arguments built from its JSON schema
+  (string → "test", or "Oslo" for ``city``; number/integer → 1; boolean → true; array → []; object → {};
+  an ``enum`` → its first value). No text comes with it.
+* Thinking (Anthropic ``thinking`` enabled/adaptive, Gemini ``includeThoughts``, OpenAI
+  ``reasoning_effort``): the thought "Let me think about this." comes first and counts as output.
+* JSON mode (OpenAI ``response_format``, Gemini ``responseMimeType``, Anthropic ``output_config.format``):
+  the reply is ``{"echo": "<last user text>"}``.
+* Tokens: the reply splits on ``\\S+\\s*``; output = text tokens + thought tokens + a tool call's
+  ``ceil(len(args JSON) / 4)`` (at least 1). Input = ``ceil(chars of system, message text, tool
+  arguments/results and tools JSON / 4) + 3 per message``. The max-tokens cap truncates text (finish
+  length / max_tokens / MAX_TOKENS); a stop sequence cuts before itself. Tool calls are never truncated.
+* Streams send one token per chunk; tool arguments come in at least two fragments (Gemini: whole).
+
+Knobs, written ``#fake:key=value`` anywhere in the last user text (taken from the latest user message
+that has text, so they also apply to the turn after a tool call):
+``chunks=N`` (N text chunks), ``delay=S`` (sleep between content chunks), ``stall=S`` (sleep after the
+first content chunk; non-streaming: before answering), ``status=CODE`` (that HTTP error in the format's
+shape), ``retry_after=S`` (``retry-after`` header, Gemini RetryInfo), ``fail_after=N`` (in-band stream
+error before content chunk N+1; non-streaming: a 500, 529 for Anthropic), ``drop_after=N`` (close the TCP
+connection before content chunk N+1; non-streaming: after half the body), ``tool=NAME`` (force a call),
+``utf8split=1`` (split a multi-byte character across two writes), ``html=1`` (200 text/html page),
+``malformed=1`` (invalid JSON body, or one invalid SSE data line and then the end), ``stamp=1`` (SSE
+streams: each event is preceded by the comment ``: t=<seconds>``, the system-wide monotonic clock
+as the event is written, so a client on the same machine can measure each event's latency),
+``linger=S`` (streams: keep the response open S seconds after the last event, as a real upstream may
+before it ends the chunked body; SDKs that stop at ``[DONE]`` or an error event hang up first).
+``fail_after``/``drop_after`` with N at or above the number of content chunks have no effect. Knobs
+apply to chat requests only, not to count-tokens or model listing.
+
+Control: ``GET/DELETE /_fake/requests`` (recent API requests, header names lowercased) and
+``GET /_fake/stats`` (TCP connections, API requests, and tokens in usage actually delivered).
+"""
+
+from __future__ import annotations
+
+from aigateway.fake_upstream.server import make_app, serve
+
+__all__ = ["make_app", "serve"]
