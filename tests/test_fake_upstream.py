@@ -275,6 +275,178 @@ def test_openai_models(oai: openai.OpenAI) -> None:
         oai.models.retrieve("nope")
 
 
+# ---------------------------------------------------------------- OpenAI Responses
+
+FUNCTION = {"type": "function", "name": "get_weather", "parameters": WEATHER, "strict": False}
+NAMESPACE = {"type": "namespace", "name": "agents", "description": "Helpers",
+             "tools": [{"type": "function", "name": "spawn", "parameters": {"type": "object", "properties": {}}}]}
+
+
+def events_of(chunks: list[bytes]) -> list[tuple[str, dict]]:
+    """A Responses stream as (event name, data) pairs; every event names its type on both lines."""
+    pairs = []
+    for block in b"".join(chunks).decode().split("\n\n")[:-1]:
+        name, data = block.split("\n")
+        pairs.append((name.removeprefix("event: "), json.loads(data.removeprefix("data: "))))
+    assert all(name == data["type"] for name, data in pairs)
+    return pairs
+
+
+def test_responses_plain(oai: openai.OpenAI) -> None:
+    r = oai.responses.create(
+        model="gpt-4o",
+        instructions="Be brief",
+        input=[{"role": "developer", "content": "Be kind"}, {"role": "user", "content": "Hello there #fake:chunks=3"}],
+    )
+    assert r.output_text == "[system: Be brief | Be kind] Echo: Hello there"
+    assert r.status == "completed" and r.id.startswith("resp_") and r.object == "response" and r.model == "gpt-4o"
+    message = r.output[0]
+    assert message.type == "message" and message.id.startswith("msg_") and message.status == "completed"
+    assert message.content[0].annotations == [] and message.content[0].logprobs == []
+    assert r.instructions == "Be brief" and r.tools == [] and r.tool_choice == "auto" and r.parallel_tool_calls
+    assert r.usage.input_tokens == input_tokens(len("Be briefBe kindHello there #fake:chunks=3"), 2)
+    assert r.usage.output_tokens == 9 and r.usage.total_tokens == r.usage.input_tokens + 9
+    assert r.usage.input_tokens_details.cached_tokens == 0 and r.usage.output_tokens_details.reasoning_tokens == 0
+
+
+def test_responses_stream_helper_with_reasoning(oai: openai.OpenAI) -> None:
+    with oai.responses.stream(
+        model="gpt-5", input="one two", reasoning={"effort": "low", "summary": "auto"},
+        include=["reasoning.encrypted_content"],
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    kinds = [e.type for e in events]
+    assert kinds[:4] == ["response.created", "response.in_progress", "response.output_item.added",
+                         "response.reasoning_summary_part.added"]
+    assert kinds[-1] == "response.completed" and [e.sequence_number for e in events] == list(range(len(events)))
+    summary = "".join(e.delta for e in events if e.type == "response.reasoning_summary_text.delta")
+    text = [e.delta for e in events if e.type == "response.output_text.delta"]
+    assert summary == THOUGHT and text == ["Echo: ", "one ", "two"]
+    reasoning, message = final.output
+    assert reasoning.type == "reasoning" and reasoning.summary[0].text == THOUGHT and reasoning.encrypted_content
+    assert final.output_text == "Echo: one two" and message.id == events[-1].response.output[1].id
+    assert final.usage.output_tokens_details.reasoning_tokens == 5 and final.usage.output_tokens == 8
+    plain = oai.responses.create(model="gpt-5", input="x", reasoning={"effort": "low"})
+    assert plain.output[0].encrypted_content is None  # only when include asks for it
+    assert oai.responses.create(model="gpt-5", input="x", reasoning={"effort": "none"}).output[0].type == "message"
+
+
+def test_responses_raw_stream_iteration_and_wire(oai: openai.OpenAI, fake_upstream: str) -> None:
+    kinds = [e.type for e in oai.responses.create(model="m", input="hi", stream=True)]
+    assert kinds == ["response.created", "response.in_progress", "response.output_item.added",
+                     "response.content_part.added", "response.output_text.delta", "response.output_text.delta",
+                     "response.output_text.done", "response.content_part.done", "response.output_item.done",
+                     "response.completed"]
+    status, headers, chunks = raw(fake_upstream, "/v1/responses", {"model": "m", "input": "hi", "stream": True})
+    events = events_of(chunks)
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
+    assert b"[DONE]" not in b"".join(chunks)
+    assert [d["sequence_number"] for _, d in events] == list(range(len(events)))
+    created, added = events[0][1], events[2][1]
+    assert created["response"]["status"] == "in_progress" and created["response"]["output"] == []
+    assert created["response"]["usage"] is None and added["output_index"] == 0
+    assert added["item"]["status"] == "in_progress" and added["item"]["content"] == []
+    part = events[3][1]
+    assert (part["item_id"], part["content_index"]) == (added["item"]["id"], 0)
+    assert part["part"] == {"type": "output_text", "annotations": [], "logprobs": [], "text": ""}
+    delta = events[4][1]
+    assert delta["logprobs"] == [] and delta["obfuscation"] and delta["delta"] == "Echo: "
+    usage = events[-1][1]["response"]["usage"]
+    assert set(usage) == {"input_tokens", "input_tokens_details", "output_tokens", "output_tokens_details",
+                          "total_tokens"}
+    body = {"model": "m", "input": "hi", "stream": True, "stream_options": {"include_obfuscation": False}}
+    assert all("obfuscation" not in d for _, d in events_of(raw(fake_upstream, "/v1/responses", body)[2]))
+
+
+def test_responses_function_tool_round_trip(oai: openai.OpenAI) -> None:
+    tools = [FUNCTION, NAMESPACE, {"type": "web_search", "external_web_access": False}]
+    first = oai.responses.create(model="m", input="Weather?", tools=tools)
+    (call,) = first.output
+    assert call.type == "function_call" and call.name == "get_weather" and call.status == "completed"
+    assert call.id.startswith("fc_") and call.call_id.startswith("call_") and call.namespace is None
+    assert json.loads(call.arguments) == {"city": "Oslo", "days": 1, "metric": True}
+    history = [{"role": "user", "content": "Weather?"}, call.model_dump(exclude_none=True),
+               {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}]
+    second = oai.responses.create(model="m", input=history, tools=tools)
+    assert second.output_text == "Tool get_weather returned: sunny"
+    with oai.responses.stream(model="m", input="Weather?", tools=tools) as stream:
+        events = list(stream)
+    fragments = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert len(fragments) >= 2 and "".join(fragments) == done.arguments == call.arguments
+    nested = oai.responses.create(model="m", input="go", tools=tools, tool_choice={"type": "function", "name": "spawn"})
+    assert (nested.output[0].name, nested.output[0].namespace) == ("spawn", "agents")
+    allowed = {"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "spawn"}]}
+    assert oai.responses.create(model="m", input="go", tools=tools, tool_choice=allowed).output[0].name == "spawn"
+    for choice in ("none", {"type": "web_search_preview"}):  # a hosted tool is never called by the fake
+        assert oai.responses.create(model="m", input="go", tools=tools, tool_choice=choice).output_text == "Echo: go"
+
+
+def test_responses_json_schema_and_max_output_tokens(oai: openai.OpenAI, fake_upstream: str) -> None:
+    schema = {"type": "json_schema", "name": "out", "schema": {"type": "object"}, "strict": True}
+    r = oai.responses.create(model="m", input="Hi", text={"format": schema})
+    assert json.loads(r.output_text) == {"echo": "Hi"} and r.text.format.type == "json_schema"
+    words = " ".join(f"w{i}" for i in range(30))
+    r = oai.responses.create(model="m", input=words, max_output_tokens=16)
+    assert r.status == "incomplete" and r.incomplete_details.reason == "max_output_tokens"
+    assert r.output[0].status == "incomplete" and r.output_text == "Echo: " + " ".join(words.split()[:15]) + " "
+    assert r.usage.output_tokens == 16 and r.max_output_tokens == 16
+    body = {"model": "m", "input": words, "max_output_tokens": 16, "stream": True}
+    last = events_of(raw(fake_upstream, "/v1/responses", body)[2])[-1][1]
+    assert last["type"] == "response.incomplete"
+    assert last["response"]["incomplete_details"]["reason"] == "max_output_tokens"
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.responses.create(model="m", input="x", max_output_tokens=10)
+    assert info.value.code == "integer_below_min_value" and info.value.param == "max_output_tokens"
+    assert "Expected a value >= 16, but got 10 instead" in info.value.message
+
+
+def test_responses_accepts_what_codex_sends(fake_upstream: str) -> None:
+    """Codex's second turn: developer messages, replayed reasoning and call, the result; store off."""
+
+    def text(value: str) -> dict:
+        return {"type": "input_text", "text": value}
+
+    body = {
+        "model": "gpt-5-codex", "stream": True, "tools": [FUNCTION], "tool_choice": "auto",
+        "parallel_tool_calls": True, "reasoning": {"summary": "auto"}, "store": False,
+        "include": ["reasoning.encrypted_content"], "prompt_cache_key": "c0ffee",
+        "client_metadata": {"session_id": "c0ffee"},
+        "input": [
+            {"type": "message", "id": "msg_1", "role": "developer", "content": [text("Base")]},
+            {"type": "message", "role": "user", "content": [text("<environment_context/>")]},
+            {"type": "message", "role": "user", "content": [text("Weather?")]},
+            {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "Hm."}], "content": None,
+             "encrypted_content": "b3BhcXVl"},
+            {"type": "function_call", "status": "completed", "id": "fc_1", "name": "get_weather",
+             "arguments": '{"city":"Oslo"}', "call_id": "call_1"},
+            {"type": "function_call_output", "id": "fco_1", "call_id": "call_1", "output": "sunny"},
+        ],
+    }
+    final = events_of(raw(fake_upstream, "/v1/responses", body)[2])[-1][1]["response"]
+    reasoning, message = final["output"]
+    assert message["content"][0]["text"] == "[system: Base] Tool get_weather returned: sunny"
+    assert reasoning["encrypted_content"] and final["store"] is False and final["prompt_cache_key"] == "c0ffee"
+
+
+def test_responses_errors_and_in_band_failure(oai: openai.OpenAI, fake_upstream: str) -> None:
+    with pytest.raises(openai.RateLimitError) as info:
+        oai.responses.create(model="m", input="x #fake:status=429 #fake:retry_after=3")
+    assert info.value.code == "rate_limit_exceeded" and info.value.response.headers["retry-after"] == "3"
+    with pytest.raises(openai.InternalServerError):
+        oai.responses.create(model="m", input="x #fake:fail_after=1")
+    with pytest.raises(openai.BadRequestError, match="'input'"):
+        oai.responses.create(model="m", input=[])
+    events = list(oai.responses.create(model="m", input="a b c #fake:fail_after=2", stream=True))
+    failed = events[-1]
+    assert failed.type == "response.failed" and failed.response.status == "failed"
+    assert failed.response.error.code == "server_error" and failed.sequence_number == len(events) - 1
+    assert [e.delta for e in events if e.type == "response.output_text.delta"] == ["Echo: ", "a "]
+    chunks = raw(fake_upstream, "/v1/responses", {"model": "m", "input": "a b #fake:drop_after=1", "stream": True})[2]
+    assert chunks[-1] != b"" and "response.completed" not in b"".join(chunks).decode()
+
+
 # ---------------------------------------------------------------- Anthropic
 
 
@@ -538,6 +710,43 @@ def test_gemini_wire_snake_case_array_stream_and_key_listing(fake_upstream: str)
     assert b"[DONE]" not in b"".join(chunks) and len(sse_data(chunks)) == len(array)
     _, _, chunks = raw(fake_upstream, "/v1/models?key=k")
     assert json.loads(b"".join(chunks))["models"][0]["name"] == "models/gemini-2.0-flash"
+
+
+# ---------------------------------------------------------------- the args knob, in every chat format
+
+ARGS = {"file_path": "/tmp/a b.txt", "limit": 3}
+ARG_KNOBS = ['#fake:args={"file_path":"/tmp/a\\u0020b.txt","limit":3}',
+             "#fake:args=" + base64.urlsafe_b64encode(json.dumps(ARGS).encode()).decode().rstrip("=")]
+READ = {"type": "object", "properties": {"file_path": {"type": "string"}}}
+
+
+@pytest.mark.parametrize("knob", ARG_KNOBS, ids=["json", "base64url"])
+def test_knob_args_sets_the_call_arguments(
+    knob: str, oai: openai.OpenAI, claude: anthropic.Anthropic, fake_upstream: str
+) -> None:
+    prompt = f"read it #fake:tool=Read {knob}"
+    chat_call = oai.chat.completions.create(
+        model="m", messages=user(prompt), tools=[{"type": "function", "function": {"name": "Read", "parameters": READ}}]
+    ).choices[0].message.tool_calls[0].function
+    responses_call = oai.responses.create(
+        model="m", input=prompt, tools=[{"type": "function", "name": "Read", "parameters": READ}]
+    ).output[0]
+    anthropic_call = claude.messages.create(
+        model="c", max_tokens=50, messages=user(prompt), tools=[{"name": "Read", "input_schema": READ}]
+    ).content[0]
+    gemini_body = {"contents": [{"role": "user", "parts": [{"text": prompt}]}],
+                   "tools": [{"functionDeclarations": [{"name": "Read", "parametersJsonSchema": READ}]}]}
+    _, _, chunks = raw(fake_upstream, "/v1beta/models/g:generateContent", gemini_body)
+    gemini_call = json.loads(b"".join(chunks))["candidates"][0]["content"]["parts"][0]["functionCall"]
+    assert json.loads(chat_call.arguments) == json.loads(responses_call.arguments) == ARGS
+    assert anthropic_call.input == gemini_call["args"] == ARGS
+
+
+def test_knob_args_rejects_what_is_not_an_object(oai: openai.OpenAI) -> None:
+    tools = [{"type": "function", "function": {"name": "Read", "parameters": READ}}]
+    for value in ("{nope", "bm90LWpzb24", "WzFd"):  # broken JSON, base64url of non-JSON, of a list
+        with pytest.raises(openai.BadRequestError, match="#fake:args="):
+            oai.chat.completions.create(model="m", messages=user(f"x #fake:args={value}"), tools=tools)
 
 
 # ---------------------------------------------------------------- knobs on the wire

@@ -1,7 +1,10 @@
-"""A fake LLM provider speaking the OpenAI, Anthropic and Gemini wire formats, for tests.
+"""A fake LLM provider speaking the OpenAI (chat completions, Responses), Anthropic and Gemini wire formats,
+for tests.
 
-It is the only stand-in our tests use, so it aims to be exact enough that the official SDKs, pointed
-straight at it, accept everything. Replies are deterministic:
+It is the only stand-in our tests use, so it aims to be exact enough that the official SDKs and the agent
+CLIs (Claude Code, Gemini CLI, Codex), pointed straight at it, accept everything. Each request is read
+into a format-neutral ``Ask`` (``plan.py``), answered by one ``Reply`` and rendered by the format's module
+(``openai.py``, ``anthropic.py``, ``gemini.py``, ``responses.py``). Replies are deterministic:
 
 * Text: ``"[system: S1 | S2] "`` (only when the request has a system prompt) + ``"Echo: "`` + the text
   of the last user message, with knob directives removed; each inline image adds
@@ -11,15 +14,21 @@ straight at it, accept everything. Replies are deterministic:
 * Tool call: when the request has tools, tool choice is not none and the last turn is user text, the
   reply is one call to the forced tool (else the first), arguments built from its JSON schema
   (string → "test", or "Oslo" for ``city``; number/integer → 1; boolean → true; array → []; object → {};
-  an ``enum`` → its first value). No text comes with it.
+  an ``enum`` → its first value), or the ``args`` knob's. No text comes with it. Responses API: tools
+  inside a ``namespace`` count (the call names its namespace); hosted tools (``web_search``...) and
+  ``custom`` tools are accepted and never called; a forced hosted tool means a text answer.
 * Thinking (Anthropic ``thinking`` enabled/adaptive, Gemini ``includeThoughts``, OpenAI
-  ``reasoning_effort``): the thought "Let me think about this." comes first and counts as output.
-* JSON mode (OpenAI ``response_format``, Gemini ``responseMimeType``, Anthropic ``output_config.format``):
-  the reply is ``{"echo": "<last user text>"}``.
+  ``reasoning_effort``, Responses ``reasoning.effort`` other than none or a ``reasoning.summary``): the
+  thought "Let me think about this." comes first and counts as output (Responses: a ``reasoning`` item
+  whose summary is the thought, with an opaque ``encrypted_content`` when ``include`` names
+  ``reasoning.encrypted_content``; replayed reasoning items are accepted and ignored).
+* JSON mode (OpenAI ``response_format``, Responses ``text.format``, Gemini ``responseMimeType``,
+  Anthropic ``output_config.format``): the reply is ``{"echo": "<last user text>"}``.
 * Tokens: the reply splits on ``\\S+\\s*``; output = text tokens + thought tokens + a tool call's
   ``ceil(len(args JSON) / 4)`` (at least 1). Input = ``ceil(chars of system, message text, tool
   arguments/results and tools JSON / 4) + 3 per message``. The max-tokens cap truncates text (finish
-  length / max_tokens / MAX_TOKENS); a stop sequence cuts before itself. Tool calls are never truncated.
+  length / max_tokens / MAX_TOKENS; Responses: status ``incomplete``, and ``max_output_tokens`` below 16
+  is a 400 as on the real API); a stop sequence cuts before itself. Tool calls are never truncated.
 * Streams send one token per chunk; tool arguments come in at least two fragments (Gemini: whole).
 
 Knobs, written ``#fake:key=value`` anywhere in the last user text (taken from the latest user message
@@ -27,8 +36,11 @@ that has text, so they also apply to the turn after a tool call):
 ``chunks=N`` (N text chunks), ``delay=S`` (sleep between content chunks), ``stall=S`` (sleep after the
 first content chunk; non-streaming: before answering), ``status=CODE`` (that HTTP error in the format's
 shape), ``retry_after=S`` (``retry-after`` header, Gemini RetryInfo), ``fail_after=N`` (in-band stream
-error before content chunk N+1; non-streaming: a 500, 529 for Anthropic), ``drop_after=N`` (close the TCP
-connection before content chunk N+1; non-streaming: after half the body), ``tool=NAME`` (force a call),
+error before content chunk N+1, for Responses a ``response.failed`` event; non-streaming: a 500, 529
+for Anthropic), ``drop_after=N`` (close the TCP connection before content chunk N+1; non-streaming:
+after half the body), ``tool=NAME`` (force a call),
+``args=JSON`` (the call's arguments: a JSON object written without spaces, a space inside a string
+spelled ``\\u0020``, or the object's base64url, e.g. to make an agent CLI read a real file),
 ``utf8split=1`` (split a multi-byte character across two writes), ``html=1`` (200 text/html page),
 ``malformed=1`` (invalid JSON body, or one invalid SSE data line and then the end), ``stamp=1`` (SSE
 streams: each event is preceded by the comment ``: t=<seconds>``, the system-wide monotonic clock

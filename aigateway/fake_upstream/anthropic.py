@@ -11,6 +11,7 @@ from aigateway.fake_upstream.plan import (
     Frame,
     Reply,
     block_text,
+    constant,
     count_input,
     describe_image,
     dumps,
@@ -44,7 +45,7 @@ def parse_anthropic(body: dict, count_only: bool = False) -> Ask:
                              block_text(b.get("content"))) for b in results]
     for m in reversed(messages):
         content = m.get("content")
-        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        blocks: list[dict] = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
         texts = [b["text"] for b in blocks if b.get("type") == "text"]
         if m.get("role") == "user" and (texts or any(b.get("type") == "image" for b in blocks)):
             ask.user_text, ask.knobs = split_knobs(" ".join(texts))
@@ -57,9 +58,9 @@ def parse_anthropic(body: dict, count_only: bool = False) -> Ask:
             break
     ask.tools = [(t["name"], t.get("input_schema") or {}) for t in body.get("tools") or []
                  if "name" in t and t.get("type") in (None, "custom")]
-    choice = body.get("tool_choice") or {}
+    choice: dict = body.get("tool_choice") or {}
     ask.tool_choice = {"none": "none", "any": "required", "tool": "=" + str(choice.get("name"))}.get(
-        choice.get("type"), "auto")
+        str(choice.get("type")), "auto")
     ask.thinking = (body.get("thinking") or {}).get("type") in ("enabled", "adaptive")
     ask.json_mode = bool((body.get("output_config") or {}).get("format") or body.get("output_format"))
     ask.stop = list(body.get("stop_sequences") or [])
@@ -134,4 +135,4 @@ OVERLOADED = {"type": "error", "error": {"type": "overloaded_error", "message": 
 
 
 ANTHROPIC = Format("anthropic", anthropic_body, anthropic_frames, anthropic_error,
-                   Frame(dumps(OVERLOADED), "error"), "msg_", "request-id", 529)
+                   constant(Frame(dumps(OVERLOADED), "error")), "msg_", "request-id", 529)

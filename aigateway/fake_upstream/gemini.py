@@ -13,6 +13,7 @@ from aigateway.fake_upstream.plan import (
     Frame,
     Reply,
     block_text,
+    constant,
     count_input,
     describe_image,
     dumps,
@@ -141,5 +142,5 @@ def gemini_error(status: int, message: str, retry_after: str | None = None) -> d
 
 
 GEMINI = Format("gemini", gemini_body, gemini_frames, gemini_error,
-                Frame(dumps(gemini_error(500, "An internal error has occurred. Please retry or report."))),
+                constant(Frame(dumps(gemini_error(500, "An internal error has occurred. Please retry or report.")))),
                 "", None, 500)

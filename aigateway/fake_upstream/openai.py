@@ -12,6 +12,7 @@ from aigateway.fake_upstream.plan import (
     Frame,
     Reply,
     block_text,
+    constant,
     count_input,
     describe_image,
     dumps,
@@ -127,5 +128,5 @@ def openai_error(status: int, message: str, retry_after: str | None = None) -> d
 
 
 OPENAI = Format("openai", openai_body, openai_frames, openai_error,
-                Frame(dumps(openai_error(500, "The server had an error while processing your request."))),
+                constant(Frame(dumps(openai_error(500, "The server had an error while processing your request.")))),
                 "chatcmpl-", "x-request-id", 500)

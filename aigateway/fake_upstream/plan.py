@@ -35,11 +35,13 @@ def new_id(prefix: str) -> str:
 
 
 class FakeError(Exception):
-    """A request the real API would reject; rendered in the format's error shape."""
+    """A request the real API would reject; rendered in the format's error shape (OpenAI's also names
+    the offending ``param`` and a ``code``)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.status, self.message = status, message
+        self.details = {k: v for k, v in (("param", param), ("code", code)) if v}
 
 
 @dataclass(slots=True)
@@ -61,12 +63,13 @@ class Ask:
     include_usage: bool = False
     input_tokens: int = 0
     knobs: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # what one format's renderer alone needs
 
 
 def _texts(node: Any, key: str = "") -> Iterator[str]:
     """Every piece of text in messages: text/thinking/content strings, tool arguments and results."""
     if isinstance(node, str):
-        if key in ("text", "thinking", "content", "arguments", "system"):
+        if key in ("text", "thinking", "content", "arguments", "output", "system"):
             yield node
     elif isinstance(node, list):
         for item in node:
@@ -171,6 +174,18 @@ def reply_text(ask: Ask) -> str:
     return prefix + "Echo: " + ask.user_text + "".join(ask.images)
 
 
+def knob_args(value: str) -> dict:
+    """The ``args=`` knob: a JSON object written without spaces, or the base64url of one."""
+    try:
+        raw = value if value.startswith("{") else base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        args = orjson.loads(raw)
+    except (binascii.Error, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
+        raise FakeError(400, f"#fake:args= is neither a JSON object nor base64url JSON: {exc}") from exc
+    if not isinstance(args, dict):
+        raise FakeError(400, "#fake:args= must be a JSON object")
+    return args
+
+
 def split_pieces(text: str, count: str | None) -> list[str]:
     """One token per piece, or ``chunks=N`` near-equal pieces."""
     if not count:
@@ -186,7 +201,8 @@ def plan(ask: Ask) -> Reply:
     reply.thinking_tokens = len(tokens(reply.thinking))
     tool = pick_tool(ask)
     if tool:
-        args = {name: sample_value(name, prop) for name, prop in (tool[1].get("properties") or {}).items()}
+        args = knob_args(ask.knobs["args"]) if "args" in ask.knobs else \
+            {name: sample_value(name, prop) for name, prop in (tool[1].get("properties") or {}).items()}
         reply.tool, reply.finish = (uuid.uuid4().hex[:24], tool[0], args), "tool"
         reply.output_tokens = reply.thinking_tokens + max(1, math.ceil(len(dumps(args)) / 4))
         return reply
@@ -223,13 +239,18 @@ class Frame:
 
 @dataclass(frozen=True)
 class Format:
-    """Everything that differs between the three wire formats on the response side."""
+    """Everything that differs between the wire formats on the response side."""
 
     name: str
     body: Callable[[Ask, Reply, str], dict]
     frames: Callable[[Ask, Reply, str], list[Frame]]
     error: Callable[[int, str, str | None], dict]
-    stream_error: Frame
+    stream_error: Callable[[Ask, Reply, str, int], Frame]  # the in-band failure that replaces frame N
     id_prefix: str
     request_id_header: str | None
     failed_status: int  # what fail_after means for a non-streaming request
+
+
+def constant(frame: Frame) -> Callable[[Ask, Reply, str, int], Frame]:
+    """A stream error that is the same whatever was sent before it."""
+    return lambda *_: frame

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import tornado.web
@@ -20,6 +20,9 @@ from aigateway.fake_upstream.anthropic import ANTHROPIC, parse_anthropic
 from aigateway.fake_upstream.gemini import GEMINI, parse_gemini
 from aigateway.fake_upstream.openai import OPENAI, parse_openai
 from aigateway.fake_upstream.plan import Ask, FakeError, Format, Frame, Reply, dumps, new_id, plan
+from aigateway.fake_upstream.responses import RESPONSES, parse_responses
+
+T = TypeVar("T")
 
 HTML_PAGE = b"<!DOCTYPE html><html><head><title>Welcome</title></head><body><h1>It works!</h1></body></html>"
 
@@ -85,44 +88,69 @@ class FakeHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(dumps(obj))
 
-    def send_error_body(self, status: int, message: str, retry_after: str | None = None) -> None:
+    def send_error_body(self, status: int, message: str, retry_after: str | None = None, **details: str) -> None:
         if retry_after:
             self.set_header("retry-after", retry_after)
-        self.send_json(self.fmt.error(status, message, retry_after), status)
+        body = self.fmt.error(status, message, retry_after)
+        if details and "param" in body["error"]:  # only OpenAI's shape names the parameter and a code
+            body["error"].update(details)
+        self.send_json(body, status)
+
+    def reject(self, exc: FakeError) -> None:
+        self.send_error_body(exc.status, exc.message, **exc.details)
 
     def json_body(self) -> dict:
         if not isinstance(self.body, dict):
             raise FakeError(400, "We could not parse the JSON body of your request.")
         return self.body
 
-    async def answer(self, parse: Callable[[], Ask]) -> None:
-        """Parse, plan and send a chat reply, honouring the knobs."""
+    def parsed(self, parse: Callable[[], T]) -> T | None:
+        """``parse()``, or None once a request the real API rejects has had its error answer."""
         try:
-            ask = parse()
-            plan(ask)
+            return parse()
         except FakeError as exc:
-            return self.send_error_body(exc.status, exc.message)
+            self.reject(exc)
         except (TypeError, KeyError, AttributeError, ValueError, IndexError):  # a shape the real API rejects too
-            return self.send_error_body(400, "Invalid request: a field has the wrong type or shape.")
-        knobs = ask.knobs
+            self.send_error_body(400, "Invalid request: a field has the wrong type or shape.")
+        return None
+
+    def refused(self, knobs: dict[str, str]) -> bool:
+        """Answer the ``status`` and ``html`` knobs; True when one did."""
         if "status" in knobs:
             status = int(knobs["status"])
             message = STATUS_MESSAGES.get(status, f"Fake error {status}")
-            return self.send_error_body(status, message, knobs.get("retry_after"))
-        if "html" in knobs:
+            self.send_error_body(status, message, knobs.get("retry_after"))
+        elif "html" in knobs:
             self.set_header("Content-Type", "text/html; charset=utf-8")
             self.finish(HTML_PAGE)
+        return "status" in knobs or "html" in knobs
+
+    async def answer(self, parse: Callable[[], Ask]) -> None:
+        """Parse, plan and send a chat reply, honouring the knobs."""
+        def parse_and_plan() -> tuple[Ask, Reply]:
+            ask = parse()
+            return ask, plan(ask)
+
+        planned = self.parsed(parse_and_plan)
+        if planned is None or self.refused(planned[0].knobs):
             return None
-        reply, rid = plan(ask), self.fmt.id_prefix + uuid.uuid4().hex[:24]
+        (ask, reply), rid = planned, self.fmt.id_prefix + uuid.uuid4().hex[:24]
         if ask.stream:
             return await self.send_stream(ask, reply, rid)
+        await self.send_whole(ask.knobs, lambda: self.fmt.body(ask, reply, rid),
+                              (reply.input_tokens, reply.output_tokens))
+
+    async def send_whole(self, knobs: dict[str, str], body: Callable[[], Any], usage: tuple[int, int]) -> None:
+        """A JSON answer with stall/delay/fail_after/malformed/drop_after/utf8split; counts ``usage`` as
+        delivered unless the body was broken."""
         wait = float(knobs.get("stall", 0)) + float(knobs.get("delay", 0))
         if wait:
             await asyncio.sleep(wait)
         if "fail_after" in knobs:
             return self.send_error_body(self.fmt.failed_status, "Internal server error")
-        data = b'{"id": "' + rid.encode() + b'", "choices": [' if "malformed" in knobs \
-            else dumps(self.fmt.body(ask, reply, rid))
+        data = dumps(body())
+        if "malformed" in knobs:  # cut mid-object: not JSON
+            data = data[: len(data) // 2]
         self.set_header("Content-Type", "application/json")
         if "drop_after" in knobs:
             self.set_header("Content-Length", str(len(data)))
@@ -134,7 +162,7 @@ class FakeHandler(tornado.web.RequestHandler):
         else:  # one write with a Content-Length: the cheapest answer (the benchmark measures through it)
             self.finish(data)
         if "malformed" not in knobs:  # a broken body delivers no usage
-            self.state.add_usage((reply.input_tokens, reply.output_tokens))
+            self.state.add_usage(usage)
 
     def framing(self, frame: Frame, first: bool) -> bytes:
         """SSE framing: an ``event:`` line when the format names events (Anthropic), then ``data:``."""
@@ -155,7 +183,7 @@ class FakeHandler(tornado.web.RequestHandler):
         for i, frame in enumerate(self.fmt.frames(ask, reply, rid)):
             if frame.content:
                 if str(count) == knobs.get("fail_after"):
-                    error = self.framing(self.fmt.stream_error, i == 0) + self.stream_end
+                    error = self.framing(self.fmt.stream_error(ask, reply, rid, i), i == 0) + self.stream_end
                     await self.write_bytes(error, False)
                     break
                 if str(count) == knobs.get("drop_after"):
@@ -207,6 +235,14 @@ class OpenAIChatHandler(FakeHandler):
     async def post(self) -> None:
         """POST /v1/chat/completions."""
         await self.answer(lambda: parse_openai(self.json_body()))
+
+
+class ResponsesHandler(FakeHandler):
+    fmt = RESPONSES
+
+    async def post(self) -> None:
+        """POST /v1/responses."""
+        await self.answer(lambda: parse_responses(self.json_body()))
 
 
 class AnthropicMessagesHandler(FakeHandler):
@@ -262,6 +298,7 @@ class ModelsHandler(FakeHandler):
     def get(self, version: str, model_id: str | None = None) -> None:
         """GET /{v1,v1beta}/models[/{id}]; /v1/models answers in the shape the caller's headers imply."""
         headers = self.request.headers
+        shape: Callable[[str, str], dict]
         if version == "v1beta" or "x-goog-api-key" in headers or self.get_query_argument("key", None):
             self.fmt, shape = GEMINI, gemini_model
             models: dict[str, str] = GEMINI_MODELS
@@ -341,6 +378,7 @@ def make_app(state: FakeState | None = None) -> tornado.web.Application:
     actions = r"(generateContent|streamGenerateContent|countTokens)"
     return tornado.web.Application([
         (r"/v1/chat/completions", OpenAIChatHandler),
+        (r"/v1/responses", ResponsesHandler),
         (r"/v1/messages", AnthropicMessagesHandler),
         (r"/v1/messages/count_tokens", AnthropicCountHandler),
         (rf"/(v1beta|v1)/models/(.+?)(?::|%3A){actions}", GeminiHandler),
