@@ -11,6 +11,7 @@ import json
 import math
 import signal
 import socket
+import struct
 import time
 import urllib.request
 from urllib.parse import urlsplit
@@ -269,7 +270,7 @@ def test_openai_fail_after_raises_mid_stream(oai: openai.OpenAI) -> None:
 
 
 def test_openai_models(oai: openai.OpenAI) -> None:
-    assert [m.id for m in oai.models.list()] == ["gpt-4o", "gpt-4o-mini"]
+    assert [m.id for m in oai.models.list()] == ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small"]
     assert oai.models.retrieve("gpt-4o").owned_by
     with pytest.raises(openai.NotFoundError):
         oai.models.retrieve("nope")
@@ -671,9 +672,12 @@ def test_gemini_tool_result_and_max_tokens(gem: genai.Client) -> None:
 def test_gemini_count_tokens_and_models(gem: genai.Client) -> None:
     assert gem.models.count_tokens(model="g", contents="count me").total_tokens == input_tokens(8, 1)
     names = [m.name for m in gem.models.list()]
-    assert names == ["models/gemini-2.0-flash", "models/gemini-2.5-flash", "models/gemini-2.5-pro"]
+    assert names == ["models/gemini-2.0-flash", "models/gemini-2.5-flash", "models/gemini-2.5-pro",
+                     "models/gemini-embedding-001"]
     model = gem.models.get(model="gemini-2.5-pro")
     assert model.display_name == "Gemini 2.5 Pro" and "generateContent" in model.supported_actions
+    embedder = gem.models.get(model="gemini-embedding-001")
+    assert embedder.supported_actions[0] == "embedContent" and "generateContent" not in embedder.supported_actions
     with pytest.raises(genai_errors.ClientError) as info:
         gem.models.get(model="gemini-nope")
     assert info.value.code == 404 and info.value.status == "NOT_FOUND"
@@ -710,6 +714,81 @@ def test_gemini_wire_snake_case_array_stream_and_key_listing(fake_upstream: str)
     assert b"[DONE]" not in b"".join(chunks) and len(sse_data(chunks)) == len(array)
     _, _, chunks = raw(fake_upstream, "/v1/models?key=k")
     assert json.loads(b"".join(chunks))["models"][0]["name"] == "models/gemini-2.0-flash"
+
+
+# ---------------------------------------------------------------- embeddings
+
+
+def norm(values: list[float]) -> float:
+    return math.sqrt(sum(v * v for v in values))
+
+
+def test_openai_embeddings_float_base64_and_dimensions(oai: openai.OpenAI, fake_upstream: str) -> None:
+    floats = oai.embeddings.create(model="text-embedding-3-small", input=["hello", "world"], encoding_format="float")
+    default = oai.embeddings.create(model="text-embedding-3-small", input=["hello", "world"])  # base64 on the wire
+    assert [d.embedding for d in default.data] == [d.embedding for d in floats.data]
+    first, second = floats.data
+    assert (first.index, second.index, len(first.embedding)) == (0, 1, 1536) and first.embedding != second.embedding
+    assert abs(norm(first.embedding) - 1) < 1e-6 and floats.usage.prompt_tokens == floats.usage.total_tokens == 2
+    again = oai.embeddings.create(model="text-embedding-3-small", input="hello", encoding_format="float")
+    assert again.data[0].embedding == first.embedding  # deterministic
+    short = oai.embeddings.create(model="text-embedding-3-small", input="hello", dimensions=8, encoding_format="float")
+    start = first.embedding[:8]
+    assert len(short.data[0].embedding) == 8 and abs(norm(short.data[0].embedding) - 1) < 1e-6
+    assert short.data[0].embedding == pytest.approx([v / norm(start) for v in start], rel=1e-5)
+    body = {"model": "text-embedding-3-small", "input": "hello", "encoding_format": "base64"}
+    _, _, chunks = raw(fake_upstream, "/v1/embeddings", body)
+    packed = base64.b64decode(json.loads(b"".join(chunks))["data"][0]["embedding"])
+    assert list(struct.unpack(f"<{len(packed) // 4}f", packed)) == first.embedding
+
+
+def test_openai_embeddings_token_input_and_errors(oai: openai.OpenAI) -> None:
+    r = oai.embeddings.create(model="text-embedding-3-large", input=[[1, 2, 3], [4]], encoding_format="float")
+    assert len(r.data) == 2 and len(r.data[0].embedding) == 3072 and r.usage.prompt_tokens == 4
+    one = oai.embeddings.create(model="text-embedding-3-large", input=[5, 6], encoding_format="float")
+    assert len(one.data) == 1 and one.usage.prompt_tokens == 2
+    for bad in ("", [], ["a", ""], [[]]):
+        with pytest.raises(openai.BadRequestError, match=r"'\$\.input' is invalid"):
+            oai.embeddings.create(model="text-embedding-3-small", input=bad)
+    with pytest.raises(openai.BadRequestError, match="does not support specifying dimensions"):
+        oai.embeddings.create(model="text-embedding-ada-002", input="x", dimensions=8)
+    with pytest.raises(openai.BadRequestError) as info:
+        oai.embeddings.create(model="text-embedding-3-small", input="x", dimensions=5000)
+    assert info.value.param == "dimensions"
+    with pytest.raises(openai.RateLimitError):
+        oai.embeddings.create(model="text-embedding-3-small", input=["fine", "x #fake:status=429"])
+
+
+def test_gemini_embeddings_match_openai_vectors(gem: genai.Client, oai: openai.OpenAI, fake_requests) -> None:
+    texts = ["hello", "world"]
+    r = gem.models.embed_content(model="gemini-embedding-001", contents=texts)
+    full = oai.embeddings.create(model="text-embedding-3-large", input=texts, encoding_format="float")
+    assert [e.values for e in r.embeddings] == [d.embedding for d in full.data]  # the same text, the same vector
+    short = gem.models.embed_content(
+        model="gemini-embedding-001", contents="hello",
+        config=types.EmbedContentConfig(output_dimensionality=8, task_type="RETRIEVAL_DOCUMENT", title="Doc"),
+    )
+    assert short.embeddings[0].values == full.data[0].embedding[:8]  # truncated, not renormalised
+    path, request = fake_requests()[-1]["path"], fake_requests()[-1]["body"]["requests"][0]
+    version = gem._api_client._http_options.api_version
+    assert path == f"/{version}/models/gemini-embedding-001:batchEmbedContents"
+    assert request["model"] == "models/gemini-embedding-001" and request["outputDimensionality"] == 8
+    with pytest.raises(genai_errors.ClientError) as info:
+        gem.models.embed_content(model="gemini-embedding-001", contents="x",
+                                 config=types.EmbedContentConfig(task_type="NOT_A_TASK"))
+    assert info.value.code == 400 and "NOT_A_TASK" in info.value.message
+    with pytest.raises(genai_errors.ClientError) as info:
+        gem.models.embed_content(model="gemini-embedding-001", contents="x #fake:status=429")
+    assert info.value.code == 429
+
+
+def test_gemini_embed_content_single(fake_upstream: str) -> None:
+    for version in ("v1beta", "v1"):
+        body = {"content": {"parts": [{"text": "hello"}]}, "output_dimensionality": 4}
+        status, _, chunks = raw(fake_upstream, f"/{version}/models/gemini-embedding-001:embedContent", body)
+        assert status == 200 and len(json.loads(b"".join(chunks))["embedding"]["values"]) == 4
+    status, _, chunks = raw(fake_upstream, "/v1beta/models/gemini-embedding-001:embedContent", {"content": {}})
+    assert status == 400 and json.loads(b"".join(chunks))["error"]["status"] == "INVALID_ARGUMENT"
 
 
 # ---------------------------------------------------------------- the args knob, in every chat format

@@ -21,10 +21,10 @@ from google.genai import errors, types
 
 BACKENDS = ("openai", "anthropic", "gemini")
 MODELS = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-20250514", "gemini": "gemini-2.0-flash"}
-# What the fake upstream lists for each backend (fake_upstream.py), as the gateway relays it.
-LISTED = {"openai": ["gpt-4o", "gpt-4o-mini"],
+# What the fake upstream lists for each backend (aigateway/fake_upstream/server.py), as the gateway relays it.
+LISTED = {"openai": ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small"],
           "anthropic": ["claude-sonnet-4-20250514", "claude-3-5-haiku-20241022"],
-          "gemini": ["gemini-2.0-flash", "gemini-2.5-flash", "gemini-2.5-pro"]}
+          "gemini": ["gemini-2.0-flash", "gemini-2.5-flash", "gemini-2.5-pro"]}  # the default allowed_models
 SYSTEM = "Be brief."
 PREFIX = f"[system: {SYSTEM}] "  # the fake echoes the system prompt it received
 # A PNG signature plus bytes whose base64 has '+' and '/': google-genai sends them URL-safe ('-', '_').

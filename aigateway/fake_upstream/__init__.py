@@ -1,5 +1,5 @@
-"""A fake LLM provider speaking the OpenAI (chat completions, Responses), Anthropic and Gemini wire formats,
-for tests.
+"""A fake LLM provider speaking the OpenAI (chat completions, Responses, embeddings), Anthropic and Gemini
+(generateContent, embeddings) wire formats, for tests.
 
 It is the only stand-in our tests use, so it aims to be exact enough that the official SDKs and the agent
 CLIs (Claude Code, Gemini CLI, Codex), pointed straight at it, accept everything. Each request is read
@@ -30,6 +30,10 @@ into a format-neutral ``Ask`` (``plan.py``), answered by one ``Reply`` and rende
   length / max_tokens / MAX_TOKENS; Responses: status ``incomplete``, and ``max_output_tokens`` below 16
   is a 400 as on the real API); a stop sequence cuts before itself. Tool calls are never truncated.
 * Streams send one token per chunk; tool arguments come in at least two fragments (Gemini: whole).
+* Embeddings (OpenAI ``/v1/embeddings``; Gemini ``:embedContent``, ``:batchEmbedContents``): the vector
+  of a text depends on the text alone (see ``embeddings.py``), so one fetched through a gateway can be
+  compared with one fetched directly; usage counts the fake tokens of each input (a token array: its
+  length).
 
 Knobs, written ``#fake:key=value`` anywhere in the last user text (taken from the latest user message
 that has text, so they also apply to the turn after a tool call):
@@ -48,7 +52,8 @@ as the event is written, so a client on the same machine can measure each event'
 ``linger=S`` (streams: keep the response open S seconds after the last event, as a real upstream may
 before it ends the chunked body; SDKs that stop at ``[DONE]`` or an error event hang up first).
 ``fail_after``/``drop_after`` with N at or above the number of content chunks have no effect. Knobs
-apply to chat requests only, not to count-tokens or model listing.
+apply to chat and embedding requests (found in any input text; the non-streaming ones), not to
+count-tokens or model listing.
 
 Control: ``GET/DELETE /_fake/requests`` (recent API requests, header names lowercased) and
 ``GET /_fake/stats`` (TCP connections, API requests, and tokens in usage actually delivered).

@@ -17,6 +17,7 @@ from tornado.iostream import IOStream
 from tornado.netutil import bind_sockets
 
 from aigateway.fake_upstream.anthropic import ANTHROPIC, parse_anthropic
+from aigateway.fake_upstream.embeddings import gemini_embeddings, openai_embeddings
 from aigateway.fake_upstream.gemini import GEMINI, parse_gemini
 from aigateway.fake_upstream.openai import OPENAI, parse_openai
 from aigateway.fake_upstream.plan import Ask, FakeError, Format, Frame, Reply, dumps, new_id, plan
@@ -26,12 +27,12 @@ T = TypeVar("T")
 
 HTML_PAGE = b"<!DOCTYPE html><html><head><title>Welcome</title></head><body><h1>It works!</h1></body></html>"
 
-OPENAI_MODELS = ["gpt-4o", "gpt-4o-mini"]
+OPENAI_MODELS = ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small"]
 ANTHROPIC_MODELS = {"claude-sonnet-4-20250514": "Claude Sonnet 4",
                     "claude-3-5-haiku-20241022": "Claude Haiku 3.5"}
 GEMINI_PAGE = 2
 GEMINI_MODELS = {"gemini-2.0-flash": "Gemini 2.0 Flash", "gemini-2.5-flash": "Gemini 2.5 Flash",
-                 "gemini-2.5-pro": "Gemini 2.5 Pro"}
+                 "gemini-2.5-pro": "Gemini 2.5 Pro", "gemini-embedding-001": "Gemini Embedding 001"}
 STATUS_MESSAGES = {401: "Incorrect API key provided.", 404: "The requested model does not exist.",
                    429: "Rate limit reached. Please try again later.", 529: "Overloaded"}
 
@@ -140,6 +141,14 @@ class FakeHandler(tornado.web.RequestHandler):
         await self.send_whole(ask.knobs, lambda: self.fmt.body(ask, reply, rid),
                               (reply.input_tokens, reply.output_tokens))
 
+    async def embed(self, parse: Callable[[], tuple[dict, int, dict[str, str]]]) -> None:
+        """Answer an embeddings request, honouring the knobs found in its texts."""
+        parsed = self.parsed(parse)
+        if parsed is None or self.refused(parsed[2]):
+            return None
+        body, used, knobs = parsed
+        await self.send_whole(knobs, lambda: body, (used, 0))
+
     async def send_whole(self, knobs: dict[str, str], body: Callable[[], Any], usage: tuple[int, int]) -> None:
         """A JSON answer with stall/delay/fail_after/malformed/drop_after/utf8split; counts ``usage`` as
         delivered unless the body was broken."""
@@ -245,6 +254,21 @@ class ResponsesHandler(FakeHandler):
         await self.answer(lambda: parse_responses(self.json_body()))
 
 
+class OpenAIEmbeddingsHandler(FakeHandler):
+    async def post(self) -> None:
+        """POST /v1/embeddings."""
+        await self.embed(lambda: openai_embeddings(self.json_body()))
+
+
+class GeminiEmbedHandler(FakeHandler):
+    fmt = GEMINI
+
+    async def post(self, version: str, model: str, action: str) -> None:
+        """POST /{v1beta,v1}/models/{model}:{embedContent,batchEmbedContents}."""
+        model = model.removeprefix("models/")
+        await self.embed(lambda: gemini_embeddings(self.json_body(), model, action == "batchEmbedContents"))
+
+
 class AnthropicMessagesHandler(FakeHandler):
     fmt = ANTHROPIC
 
@@ -330,6 +354,11 @@ def anthropic_model(model: str, name: str) -> dict:
 
 
 def gemini_model(model: str, name: str) -> dict:
+    if "embedding" in model:  # an embedding model lists its own methods and no sampling settings
+        return {"name": f"models/{model}", "version": model.rsplit("-", 1)[1], "displayName": name,
+                "description": "Obtain a distributed representation of a text.", "inputTokenLimit": 2048,
+                "outputTokenLimit": 1, "supportedGenerationMethods": ["embedContent", "countTextTokens",
+                                                                      "countTokens", "asyncBatchEmbedContent"]}
     return {"name": f"models/{model}", "version": model.split("-")[1], "displayName": name,
             "description": f"Fake {name}", "inputTokenLimit": 1048576, "outputTokenLimit": 65536,
             "supportedGenerationMethods": ["generateContent", "countTokens"], "temperature": 1,
@@ -379,9 +408,11 @@ def make_app(state: FakeState | None = None) -> tornado.web.Application:
     return tornado.web.Application([
         (r"/v1/chat/completions", OpenAIChatHandler),
         (r"/v1/responses", ResponsesHandler),
+        (r"/v1/embeddings", OpenAIEmbeddingsHandler),
         (r"/v1/messages", AnthropicMessagesHandler),
         (r"/v1/messages/count_tokens", AnthropicCountHandler),
         (rf"/(v1beta|v1)/models/(.+?)(?::|%3A){actions}", GeminiHandler),
+        (r"/(v1beta|v1)/models/(.+?)(?::|%3A)(embedContent|batchEmbedContents)", GeminiEmbedHandler),
         (r"/(v1beta|v1)/models/?", ModelsHandler),
         (r"/(v1beta|v1)/models/(.+)", ModelsHandler),
         (r"/_fake/requests", RequestsHandler),
