@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import bcrypt
 import yaml
 
-from aigateway.providers import PROVIDER_TYPES, Provider
+from aigateway.providers import PROVIDER_APIS, PROVIDER_TYPES, Provider
 from aigateway.routing import DEFAULT_FALLBACK_STATUSES, ModelRoute
 
 
@@ -77,6 +77,8 @@ PROVIDER_FIELDS: tuple[Setting, ...] = (
     Setting("allowed_models", [], "If not empty, the only models clients may use (and what `/v1/models` lists; "
             "otherwise the upstream's own list, cached 5 minutes)"),
     Setting("timeout_seconds", 120, "Whole-request timeout; for streams, the longest silence allowed"),
+    Setting("api", "chat", "For the OpenAI-compatible types: `chat` (chat completions) or `responses` (the "
+            "Responses API, `POST {base_url}/responses`: for models served only there)"),
 )
 
 # The providers a new config file starts with (the original's README).
@@ -240,6 +242,8 @@ def check(data: dict) -> Checked:
             fail(f"{key}.{sorted(unknown)[0]}", "unknown provider setting")
         if raw.get("type", "openai") not in PROVIDER_TYPES:
             fail(f"{key}.type", f"expected one of {', '.join(PROVIDER_TYPES)}, got {raw.get('type')!r}")
+        elif (problem := api_problem(raw)) is not None:
+            fail(f"{key}.api", problem)
         if len(errors) > before:
             continue
         try:
@@ -247,6 +251,17 @@ def check(data: dict) -> Checked:
         except ValueError as exc:
             fail(f"{key}.base_url", str(exc))
     return Checked(out, _check_routes(data.get("routes"), out, fail), errors)
+
+
+def api_problem(raw: dict) -> str | None:
+    """What is wrong with a provider's ``api`` setting, if anything (only OpenAI-compatible types
+    have a choice)."""
+    api = raw.get("api") or "chat"
+    if api not in PROVIDER_APIS:
+        return f"expected one of {', '.join(PROVIDER_APIS)}, got {api!r}"
+    if api != "chat" and PROVIDER_TYPES[raw.get("type") or "openai"].format != "openai":
+        return f"type {raw.get('type')} has one API; `api` is for the OpenAI-compatible types"
+    return None
 
 
 def _check_keys(value: Any, raw: dict, where: str, fail: Callable[[str, str], None]) -> None:

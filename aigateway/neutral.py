@@ -182,10 +182,25 @@ Part = TextPart | ImagePart | ToolCallPart | ToolResultPart | ReasoningPart
 
 @dataclass(slots=True)
 class Message:
-    """One turn. Roles are ``user`` and ``assistant``; tool results are parts of a user turn."""
+    """One turn. Roles are ``user`` and ``assistant``; tool results are parts of a user turn. A
+    ``system`` message is an instruction in the middle of the conversation (Anthropic's
+    mid-conversation system message): text parts only, kept in place where the upstream format has
+    such a message, else made user text by ``as_user``."""
 
     role: str
     parts: list[Part]
+
+
+def message_text(msg: Message) -> str:
+    return "".join(p.text for p in msg.parts if isinstance(p, TextPart))
+
+
+def as_user(msg: Message) -> Message:
+    """A mid-conversation system message as a user turn, for formats without one: wrapped the way
+    Claude Code marks its own injected context, so the model reads it as an instruction."""
+    if msg.role != "system":
+        return msg
+    return Message("user", [TextPart(f"<system-reminder>\n{message_text(msg)}\n</system-reminder>")])
 
 
 # ---------------------------------------------------------------- request
@@ -193,9 +208,13 @@ class Message:
 
 @dataclass(slots=True)
 class Tool:
+    """A function the model may call. ``namespace``: the named group it came in (a Responses API
+    namespace tool), then ``name`` is flattened to ``<namespace>__<name>``."""
+
     name: str
     description: str | None = None
     parameters: dict[str, Any] | None = None
+    namespace: str | None = None
 
 
 @dataclass(slots=True)

@@ -32,6 +32,9 @@ PROVIDER_TYPES: dict[str, ProviderType] = {
     "gemini": ProviderType("gemini", "https://generativelanguage.googleapis.com"),
 }
 
+# What an OpenAI-compatible provider's ``api`` setting names: the codec it speaks upstream.
+PROVIDER_APIS = {"chat": "openai", "responses": "responses"}
+
 
 @dataclass(frozen=True, slots=True)
 class Provider:
@@ -45,6 +48,7 @@ class Provider:
     allowed_models: tuple[str, ...]
     timeout_seconds: float
     keys: tuple[tuple[str, int, str], ...] = field(default=(), repr=False)  # (key, weight, label) of its pool
+    api: str = "chat"  # OpenAI-compatible types: "chat" or "responses" (PROVIDER_APIS)
 
     @classmethod
     def from_config(cls, name: str, raw: dict[str, Any]) -> Provider:
@@ -65,6 +69,7 @@ class Provider:
             default_model=raw.get("default_model") or "",
             allowed_models=tuple(raw.get("allowed_models") or ()),
             timeout_seconds=float(raw.get("timeout_seconds") or 120),
+            api=str(raw.get("api") or "chat"),
         )
 
     @property
@@ -74,7 +79,7 @@ class Provider:
     @property
     def codec(self) -> Codec:
         """The wire format this provider speaks."""
-        return FORMATS[self.kind.format]
+        return FORMATS[PROVIDER_APIS[self.api] if self.kind.format == "openai" else self.kind.format]
 
     def headers(self, api_key: str | None = None) -> dict[str, str]:
         """Upstream request headers with ``api_key`` (default: the first key): rebuilt from config,

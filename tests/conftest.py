@@ -107,6 +107,8 @@ def write_config(folder: Path, upstream: str, **overrides: Any) -> Path:
                            "default_model": "claude-sonnet-4-20250514", "timeout_seconds": 30},
         "fake-gemini": {"type": "gemini", "api_key": "gemini-upstream-secret", "base_url": upstream,
                         "default_model": "gemini-2.0-flash", "timeout_seconds": 30},
+        "fake-responses": {"type": "openai", "api": "responses", "api_key": "sk-upstream-responses-secret",
+                           "base_url": upstream + "/v1", "default_model": "gpt-4o", "timeout_seconds": 30},
     }
     for section in ("rate_limit", "quota"):
         for key in data["defaults"][section]:

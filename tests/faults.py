@@ -34,12 +34,27 @@ def _gemini(key: str, text: str, stream: bool, model: str) -> Request:
             {"contents": [{"role": "user", "parts": [{"text": text}]}]})
 
 
+def _responses(key: str, text: str, stream: bool, model: str) -> Request:
+    return ("/v1/responses", {"Authorization": f"Bearer {key}"}, {"model": model, "input": text, "stream": stream})
+
+
 # One chat request per inbound format, written by hand in that format's wire shape (not with our
 # codecs). Every registered format must have one: a new codec fails here until its request is added.
 CHAT_REQUESTS: dict[str, Callable[[str, str, bool, str], Request]] = {
-    "openai": _openai, "anthropic": _anthropic, "gemini": _gemini}
+    "openai": _openai, "anthropic": _anthropic, "gemini": _gemini, "responses": _responses}
 assert set(CHAT_REQUESTS) == set(REGISTRY), f"add a chat request for {set(REGISTRY) - set(CHAT_REQUESTS)}"
 FORMATS = tuple(REGISTRY)
+# How a provider speaking each format upstream is configured: its settings, and the fake's path for it.
+UPSTREAM_SETTINGS: dict[str, tuple[dict, str]] = {
+    "openai": ({"type": "openai"}, "/v1"), "responses": ({"type": "openai", "api": "responses"}, "/v1"),
+    "anthropic": ({"type": "anthropic"}, ""), "gemini": ({"type": "gemini"}, "")}
+assert set(UPSTREAM_SETTINGS) == set(REGISTRY), f"add upstream settings for {set(REGISTRY) - set(UPSTREAM_SETTINGS)}"
+
+
+def upstream_provider(fmt: str, fake_url: str, **settings: Any) -> dict:
+    """A provider speaking ``fmt`` to the fake upstream at ``fake_url``."""
+    fields, suffix = UPSTREAM_SETTINGS[fmt]
+    return {**fields, "base_url": fake_url + suffix, **settings}
 
 
 def chat_request(fmt: str, key: str, text: str, stream: bool, model: str = "gpt-4o") -> Request:
@@ -89,6 +104,9 @@ def error_object(fmt: str, obj: Any) -> str | None:
     elif fmt == "gemini":
         err = obj.get("error")
         ok = isinstance(err, dict) and isinstance(err.get("code"), int) and isinstance(err.get("status"), str)
+    elif fmt == "responses" and obj.get("type") == "response.failed":  # in-band: the failed response
+        err = (obj.get("response") or {}).get("error")
+        ok = isinstance(err, dict) and isinstance(err.get("code"), str)
     else:
         err = obj.get("error")
         ok = isinstance(err, dict) and "type" in err and "code" in err and "param" in err

@@ -52,8 +52,7 @@ def test_disconnect_mid_stream_aborts_the_upstream_at_once_and_charges_what_was_
     before = httpx.get(fake_upstream + "/_fake/stats").json()
     closed_after = {}
     for fmt in FORMATS:
-        provider = {"openai": "fake-openai", "anthropic": "fake-anthropic", "gemini": "fake-gemini"}[fmt]
-        key = gateway.add_client(f"leaver-{fmt}", provider)
+        key = gateway.add_client(f"leaver-{fmt}", f"fake-{fmt}")
         path, headers, body = chat_request(fmt, key, f"{words} #fake:delay=0.15", True)
         started = time.monotonic()
         with httpx.stream("POST", gateway.url + path, headers=headers, json=body, timeout=30) as r:

@@ -12,11 +12,10 @@ from pathlib import Path
 import httpx2 as httpx
 import pytest
 from conftest import SUMMARY, GatewayServer, start_process
-from faults import FORMATS, Silent, clean_error, free_port, send
+from faults import FORMATS, Silent, clean_error, free_port, send, upstream_provider
 
 TIMEOUT = 2  # timeout_seconds of the fault providers: the longest silence a stream may have
 
-UPSTREAM_TYPES = {"openai": "/v1", "anthropic": "", "gemini": ""}
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +43,9 @@ def faulty(fake_upstream: str, tmp_path_factory: pytest.TempPathFactory, servers
         "providers.tls-to-plain-server": provider(f"https://127.0.0.1:{plain.port}/v1"),
         "providers.silent": provider(f"http://127.0.0.1:{silent.port}/v1"),
     }
-    for type_, suffix in UPSTREAM_TYPES.items():
-        overrides[f"providers.up-{type_}"] = provider(fake_upstream + suffix, type_)
+    for fmt in FORMATS:
+        overrides[f"providers.up-{fmt}"] = upstream_provider(fmt, fake_upstream, api_key="sk-fault-provider-key",
+                                                             timeout_seconds=TIMEOUT)
     server = GatewayServer(tmp_path_factory.mktemp("faults"), fake_upstream, **overrides)
     yield server
     server.stop()
@@ -187,8 +187,10 @@ def test_a_slow_stream_is_not_a_stalled_one(faulty, keys):
 
 # -- the fault-injection run
 
+# The stall outlasts the run: a stalled plain answer the fake would write after the gateway gave up
+# (a 504 at TIMEOUT) must not land in the fake's delivered count before the run reads it.
 RUN_KNOBS = ["status=500", "status=429 #fake:retry_after=7", "fail_after=2", "drop_after=2", "malformed=1",
-             "html=1", "stall=10"]
+             "html=1", "stall=120"]
 
 
 @pytest.fixture
@@ -196,9 +198,8 @@ def own_fake(tmp_path: Path):
     """A fake upstream of the run's own: its usage counters see only the run's requests (the
     session's fake may still be finishing other tests' streams)."""
     fake = start_process(["fake-upstream", "--port", "0", "--host", "127.0.0.1"])
-    overrides = {f"providers.up-{type_}": {"type": type_, "api_key": "sk-fault-provider-key",
-                                           "base_url": fake.url + suffix, "timeout_seconds": TIMEOUT}
-                 for type_, suffix in UPSTREAM_TYPES.items()}
+    overrides = {f"providers.up-{fmt}": upstream_provider(fmt, fake.url, api_key="sk-fault-provider-key",
+                                                          timeout_seconds=TIMEOUT) for fmt in FORMATS}
     server = GatewayServer(tmp_path, fake.url, **overrides)
     yield server, fake.url
     server.stop()
@@ -225,7 +226,7 @@ def test_fault_injection_run(own_fake):
         results = list(pool.map(one, cases))
     rows = []
     for up in FORMATS:
-        rows += faulty.wait_log_rows(f"run-{up}", len(cases) // 3)
+        rows += faulty.wait_log_rows(f"run-{up}", len(cases) // len(FORMATS))
     after = httpx.get(fake_upstream + "/_fake/stats").json()
     new_log = log_text(faulty)[log_before:]
 
@@ -239,7 +240,8 @@ def test_fault_injection_run(own_fake):
     estimated = [r for r in rows if r["estimated"]]
     assert len(rows) == len(cases)
     SUMMARY.append(
-        f"fault-injection run: {len(cases)} requests (3 inbound x 3 upstream formats x plain/stream), injected "
+        f"fault-injection run: {len(cases)} requests ({len(FORMATS)} inbound x {len(FORMATS)} upstream formats"
+        " x plain/stream), injected "
         + ", ".join(f"{n} {k}" for k, n in sorted(injected.items()))
         + f"; {len(clean)} clean client errors, {len(broken) + len(gateway_errors)} server errors; "
         f"output tokens: fake delivered {delivered}, request log {reported} as reported"

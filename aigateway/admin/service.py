@@ -29,7 +29,7 @@ import bcrypt
 from aigateway import __version__, clients, config, listing, usage
 from aigateway.admin import login
 from aigateway.admin.errors import AdminError, bad_fields
-from aigateway.config import PROVIDER_FIELDS, SETTINGS, ConfigInvalid
+from aigateway.config import PROVIDER_FIELDS, SETTINGS, ConfigInvalid, api_problem
 from aigateway.keys import KEY_TYPES
 from aigateway.limits import LIMIT_FIELDS, LIMITS
 from aigateway.neutral import GatewayError
@@ -256,7 +256,7 @@ async def delete_client(gw: Gateway, client_id: int) -> dict:
 
 # -- providers
 
-_PROVIDER_BODY = ("name", "type", "api_key", "base_url", "default_model", "allowed_models", "timeout_seconds")
+_PROVIDER_BODY = ("name", "type", "api_key", "base_url", "default_model", "allowed_models", "timeout_seconds", "api")
 
 
 def provider_out(gw: Gateway, name: str) -> dict:
@@ -272,6 +272,7 @@ def provider_out(gw: Gateway, name: str) -> dict:
         "default_model": provider.default_model,
         "allowed_models": list(provider.allowed_models),
         "timeout_seconds": raw.get("timeout_seconds") or int(provider.timeout_seconds),
+        "api": provider.api,
         "api_key_set": bool(provider.api_key),
         "clients": sum(1 for c in gw.keys.clients() if c["provider"] == name),
     }
@@ -290,9 +291,11 @@ def _provider_raw(body: dict, old: dict | None) -> tuple[dict, dict[str, str]]:
     for name in body.keys() - set(_PROVIDER_BODY):
         errors[name] = "unknown field"
     raw = dict(old or {"type": "openai", "api_key": "", "timeout_seconds": 120})
-    _read_text(body, ("type", "base_url", "default_model"), raw, errors)
+    _read_text(body, ("type", "base_url", "default_model", "api"), raw, errors)
     if raw.get("type") not in PROVIDER_TYPES:
         errors["type"] = f"must be one of {', '.join(PROVIDER_TYPES)}"
+    elif (problem := api_problem(raw)) is not None:
+        errors["api"] = problem
     if "api_key" in body:
         key = body["api_key"]
         if key is None:
@@ -319,6 +322,8 @@ def _provider_raw(body: dict, old: dict | None) -> tuple[dict, dict[str, str]]:
         raw.pop("base_url", None)
     if not raw.get("allowed_models"):
         raw.pop("allowed_models", None)
+    if raw.get("api") in ("", "chat"):  # the default: a config file without it reads the same
+        raw.pop("api", None)
     return {f.name: raw[f.name] for f in PROVIDER_FIELDS if f.name in raw}, errors
 
 

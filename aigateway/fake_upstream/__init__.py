@@ -42,7 +42,7 @@ first content chunk; non-streaming: before answering), ``status=CODE`` (that HTT
 shape), ``retry_after=S`` (``retry-after`` header, Gemini RetryInfo), ``fail_after=N`` (in-band stream
 error before content chunk N+1, for Responses a ``response.failed`` event; non-streaming: a 500, 529
 for Anthropic), ``drop_after=N`` (close the TCP connection before content chunk N+1; non-streaming:
-after half the body), ``tool=NAME`` (force a call),
+after half the body), ``tool=NAME`` (force a call; ``tool=none``: answer with text whatever the tools),
 ``args=JSON`` (the call's arguments: a JSON object written without spaces, a space inside a string
 spelled ``\\u0020``, or the object's base64url, e.g. to make an agent CLI read a real file),
 ``utf8split=1`` (split a multi-byte character across two writes), ``html=1`` (200 text/html page),

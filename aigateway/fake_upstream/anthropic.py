@@ -36,6 +36,8 @@ def parse_anthropic(body: dict, count_only: bool = False) -> Ask:
     system = body.get("system")
     ask.system = [system] if isinstance(system, str) and system else \
         [b["text"] for b in system or [] if b.get("type") == "text"]
+    # mid-conversation system messages (Claude Opus 4.8 and later) join the system prompt the fake echoes
+    ask.system += [block_text(m.get("content")) for m in messages if m.get("role") == "system"]
     names = {b.get("id"): b.get("name") for m in messages if isinstance(m.get("content"), list)
              for b in m["content"] if b.get("type") == "tool_use"}
     last = messages[-1]

@@ -155,6 +155,8 @@ def pick_tool(ask: Ask) -> tuple[str, dict] | None:
     if ask.tool_results:
         return None
     schemas = dict(ask.tools)
+    if ask.knobs.get("tool") == "none":
+        return None
     if "tool" in ask.knobs:
         return ask.knobs["tool"], schemas.get(ask.knobs["tool"], {})
     if not ask.tools or ask.tool_choice == "none":

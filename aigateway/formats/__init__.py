@@ -3,7 +3,8 @@ synchronous: no I/O, no Tornado, no clock reads). A new format is a new module a
 
 from __future__ import annotations
 
-from aigateway.formats import anthropic, gemini, openai
+from aigateway.formats import anthropic, gemini, openai, responses
 from aigateway.formats.contract import Codec
 
-FORMATS: dict[str, Codec] = {"openai": openai, "anthropic": anthropic, "gemini": gemini}  # key: the codec's NAME
+FORMATS: dict[str, Codec] = {
+    "openai": openai, "anthropic": anthropic, "gemini": gemini, "responses": responses}  # key: the codec's NAME

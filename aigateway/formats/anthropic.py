@@ -151,9 +151,25 @@ def _messages(raw: Any) -> list[neutral.Message]:
         raise neutral.invalid("messages: a non-empty list of messages is required", "messages")
     messages = []
     for i, msg in enumerate(raw):
-        if not isinstance(msg, dict) or msg.get("role") not in ("user", "assistant"):
-            raise neutral.invalid(f"messages.{i}: each message needs role 'user' or 'assistant'", f"messages.{i}")
-        messages.append(neutral.Message(msg["role"], _parts(msg.get("content"), f"messages.{i}.")))
+        if not isinstance(msg, dict) or msg.get("role") not in ("user", "assistant", "system"):
+            raise neutral.invalid(f"messages.{i}: each message needs role 'user', 'assistant' or 'system'",
+                                  f"messages.{i}")
+        content = msg.get("content")
+        if msg["role"] == "system":  # mid-conversation: the other placement rules are the upstream's to check
+            if i == 0:
+                raise neutral.invalid("messages.0: a system message may not come first; use the top-level "
+                                      "system parameter", "messages.0")
+            if not isinstance(content, (str, list)):
+                raise neutral.invalid(f"messages.{i}.content: Input should be a string or a list of blocks",
+                                      f"messages.{i}.content")
+            messages.append(neutral.Message("system", [neutral.TextPart(_text(content))]))
+            continue
+        messages.append(neutral.Message(msg["role"], _parts(content, f"messages.{i}.")))
+        # the block form of a mid-conversation system message ends its turn
+        blocks = content if isinstance(content, list) else ()
+        texts = [_text(b.get("content")) for b in blocks if isinstance(b, dict) and b.get("type") == "mid_conv_system"]
+        if texts:
+            messages.append(neutral.Message("system", [neutral.TextPart("\n".join(texts))]))
     return messages
 
 
@@ -260,7 +276,7 @@ def _first(block: dict) -> bool:
 def _encode_messages(messages: list[neutral.Message]) -> list[dict]:
     """Neutral turns to Anthropic turns: empty turns dropped, same-role turns merged, a user turn first."""
     turns: list[dict] = []
-    for msg in messages:
+    for msg in map(neutral.as_user, messages):  # a system message is placed by rules only Anthropic clients know
         role = "assistant" if msg.role == "assistant" else "user"
         blocks = [b for b in (_encode_part(p, role) for p in msg.parts) if b]
         if not blocks:

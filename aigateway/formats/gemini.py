@@ -351,7 +351,7 @@ def _append(contents: list[dict], role: str, parts: list[dict]) -> None:
 def _contents(messages: list[neutral.Message], sign: bool) -> list[dict]:
     contents: list[dict] = []
     names: dict[str, str] = {}
-    for msg in messages:
+    for msg in map(neutral.as_user, messages):
         if msg.role == "assistant":  # reasoning is not replayed to Gemini; only call signatures are
             names.update((p.id, p.name) for p in msg.parts if isinstance(p, neutral.ToolCallPart))
             kept = [p for p in msg.parts

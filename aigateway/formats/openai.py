@@ -92,14 +92,14 @@ def _user_parts(content: Any, where: str) -> list:
             url = image if isinstance(image, str) else (image or {}).get("url")
             if not isinstance(url, str) or not url:
                 raise neutral.invalid(f"{where}: image_url needs a url", where)
-            parts.append(_image(url, None if isinstance(image, str) else image.get("detail")))
+            parts.append(image_part(url, None if isinstance(image, str) else image.get("detail")))
         else:
             raise neutral.invalid(f"{where}: unsupported content part type {kind!r}", where)
     return parts
 
 
-def _image(url: str, detail: str | None) -> neutral.ImagePart:
-    """Data URLs become inline base64 images; other URLs stay URLs."""
+def image_part(url: str, detail: str | None) -> neutral.ImagePart:
+    """Data URLs become inline base64 images; other URLs stay URLs (also the Responses API's)."""
     if url.startswith("data:"):
         header, _, data = url[5:].partition(",")
         mime, _, encoding = header.partition(";")
@@ -220,17 +220,19 @@ def decode_request(body: dict, route: neutral.Route) -> neutral.ChatRequest:
         raise
     except (TypeError, AttributeError, KeyError, ValueError) as exc:
         raise neutral.invalid(f"malformed request: {type(exc).__name__}: {exc}") from None
-    _check_numbers(params)
+    check_numbers(params)
     return req
 
 
-def _check_numbers(params: neutral.Params) -> None:
+def check_numbers(params: neutral.Params, cap: str = "max_tokens") -> None:
+    """Types and ranges of the numeric parameters (``cap``: the output cap's name in the client's body)."""
     for name in ("max_tokens", "n", "seed", "top_k"):
         value = getattr(params, name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            raise neutral.invalid(f"{name}: expected an integer", name)
+            where = cap if name == "max_tokens" else name
+            raise neutral.invalid(f"{where}: expected an integer", where)
     if params.max_tokens is not None and params.max_tokens < 1:
-        raise neutral.invalid("max_tokens: must be at least 1", "max_tokens")
+        raise neutral.invalid(f"{cap}: must be at least 1", cap)
     for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
         value = getattr(params, name)
         if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
@@ -242,6 +244,8 @@ def _check_numbers(params: neutral.Params) -> None:
 
 
 def _encode_message(msg: neutral.Message) -> list[dict]:
+    if msg.role == "system":  # mid-conversation: a system message in place
+        return [{"role": "system", "content": neutral.message_text(msg)}]
     if msg.role == "assistant":
         out: dict[str, Any] = {"role": "assistant"}
         text = "".join(p.text for p in msg.parts if isinstance(p, neutral.TextPart))
