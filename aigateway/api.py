@@ -11,9 +11,9 @@ from typing import Any, cast
 
 from tornado.ioloop import IOLoop
 
-from aigateway import listing, relay
+from aigateway import embedding, listing, relay
 from aigateway.formats import FORMATS
-from aigateway.formats.contract import CHAT, COUNT_TOKENS, MODELS, Codec, Counting
+from aigateway.formats.contract import CHAT, COUNT_TOKENS, EMBED, MODELS, Codec, Counting, Embedding
 from aigateway.neutral import ErrorKind, GatewayError
 from aigateway.web import BaseHandler
 
@@ -188,6 +188,14 @@ class CountTokensHandler(ApiHandler):
         await relay.count_tokens(self.gateway, ClientStream(self), codec, route, self.request.body)
 
 
+class EmbedHandler(ApiHandler):
+    async def post(self, *path_args: str) -> None:
+        """OpenAI embeddings, Gemini embedContent / batchEmbedContents (aigateway/embedding.py)."""
+        route = self.fmt.route(path_args, self.request.query_arguments)
+        codec = cast(Embedding, self.fmt)  # a codec with an EMBED endpoint (tests/test_codec_contract.py)
+        await embedding.answer(self.gateway, ClientStream(self), codec, self.fmt.NAME, route, self.request.body)
+
+
 def _hinted(handler: BaseHandler, hint: str) -> bool:
     if hint[0] == "?":
         return hint[1:] in handler.request.query_arguments
@@ -229,7 +237,7 @@ class HealthHandler(BaseHandler):
 SHARED_LISTING = tuple(codec for codec in FORMATS.values()
                        if any(e.shared and e.operation == MODELS for e in codec.ENDPOINTS))
 DEFAULT_LISTING = next(codec for codec in SHARED_LISTING if not codec.LISTING_HINTS)
-_HANDLERS = {CHAT: ChatHandler, COUNT_TOKENS: CountTokensHandler, MODELS: ModelsHandler}
+_HANDLERS = {CHAT: ChatHandler, COUNT_TOKENS: CountTokensHandler, EMBED: EmbedHandler, MODELS: ModelsHandler}
 
 
 def _routes() -> list[tuple[str, type[ApiHandler] | type[HealthHandler], dict[str, str]]]:

@@ -72,7 +72,7 @@ def _percentile(ordered: list[float], q: float) -> float | None:
 
 def _row(rid: int, rec: UsageRecord) -> dict:
     return {"id": rid, "ts": rec.ts, "client": rec.client_name, "provider": rec.provider, "model": rec.model,
-            "inbound": rec.inbound, "status": rec.status, "stream": rec.stream,
+            "inbound": rec.inbound, "endpoint": rec.endpoint, "status": rec.status, "stream": rec.stream,
             "input_tokens": rec.input_tokens, "output_tokens": rec.output_tokens,
             "latency_ms": round(rec.latency_ms, 1),
             "ttft_ms": None if rec.ttft_ms is None else round(rec.ttft_ms, 1),
@@ -81,7 +81,8 @@ def _row(rid: int, rec: UsageRecord) -> dict:
 
 def _db_row(r: sqlite3.Row) -> dict:
     return {"id": -r["id"], "ts": r["ts"], "client": r["client_name"], "provider": r["provider"],
-            "model": r["model"], "inbound": r["inbound"], "status": r["status"], "stream": bool(r["stream"]),
+            "model": r["model"], "inbound": r["inbound"], "endpoint": r["endpoint"], "status": r["status"],
+            "stream": bool(r["stream"]),
             "input_tokens": r["input_tokens"], "output_tokens": r["output_tokens"],
             "latency_ms": round(r["latency_ms"], 1),
             "ttft_ms": None if r["ttft_ms"] is None else round(r["ttft_ms"], 1),

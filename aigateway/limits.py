@@ -184,13 +184,14 @@ class Limiter:
 
     # -- admission
     def admit(self, client_id: int, limits: Mapping[str, int], input_estimate: int, asked_output: int | None,
-              now: float, choices: int = 1, input_bound: int | None = None) -> Reservation:
+              now: float, choices: int = 1, input_bound: int | None = None, output: bool = True) -> Reservation:
         """Check every limit and, only if all pass, count the request and reserve its tokens. A
         request for several ``choices`` (OpenAI ``n``, Gemini ``candidateCount``) may produce its
         output cap once per choice: the output reservation covers them all, and under an output
         quota the per-choice cap shrinks so that all of them fit. The per-request input cap is
         checked against ``input_estimate``; the daily input quota reserves ``input_bound`` (an upper
-        bound of the real count, tokens.py), so concurrent requests can never overshoot it."""
+        bound of the real count, tokens.py), so concurrent requests can never overshoot it. A request
+        that makes no output (``output`` False: embeddings) is not held to the output limits."""
         reserve_in = input_estimate if input_bound is None else input_bound
         c = self._counters(client_id, now)
         day_end = self._day_end(c.day.start)
@@ -209,8 +210,8 @@ class Limiter:
                                 f"daily input token quota of {quota} would be exceeded "
                                 f"({c.day_input + c.reserved_input} used or reserved, this request up to "
                                 f"{reserve_in})", day_end - now)
-        max_output = _smallest(asked_output, limits["max_output_tokens"] or None)
-        quota = limits["daily_output_tokens"]
+        max_output = _smallest(asked_output, limits["max_output_tokens"] or None) if output else None
+        quota = limits["daily_output_tokens"] if output else 0
         if quota:
             left = (quota - c.day_output - c.reserved_output) // choices
             if left <= 0:

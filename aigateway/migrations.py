@@ -136,6 +136,12 @@ def m006_in_flight(db: sqlite3.Connection) -> None:
         input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL, streamed INTEGER, marked_at REAL NOT NULL)""")
 
 
+@migration
+def m007_request_endpoint(db: sqlite3.Connection) -> None:
+    # What each logged request asked for: chat or embeddings.
+    db.execute("ALTER TABLE request_log ADD COLUMN endpoint TEXT NOT NULL DEFAULT 'chat'")
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply every migration not yet recorded; return the names applied."""
     db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")

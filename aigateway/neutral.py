@@ -398,6 +398,31 @@ def fold(start: Start, events: list[Event]) -> ChatResponse:
     return ChatResponse(start.id, start.model, start.created, parts, finish, usage)
 
 
+# ---------------------------------------------------------------- embeddings
+
+
+@dataclass(slots=True)
+class EmbedRequest:
+    """Texts to embed, in order (token arrays: OpenAI's, for OpenAI-compatible upstreams only).
+    ``batch`` says the client asked for a list (Gemini's batchEmbedContents; OpenAI always is)."""
+
+    model: str | None
+    inputs: list[str | list[int]]
+    dimensions: int | None = None
+    base64: bool = False  # the client wants the vectors base64-encoded (OpenAI ``encoding_format``)
+    task_type: str | None = None  # Gemini's taskType, sent on to Gemini upstreams only
+    batch: bool = True
+
+
+@dataclass(slots=True)
+class Embeddings:
+    """One vector per input, in the inputs' order; ``input_tokens`` None when the upstream reports none."""
+
+    model: str
+    vectors: list[list[float]]
+    input_tokens: int | None = None
+
+
 # ---------------------------------------------------------------- relay inputs to codecs
 
 

@@ -349,7 +349,7 @@ class Exchange:
         self.record.stream = req.stream
         plan = resolve(req.model, client, gw.config.routes, gw.config.providers)
         # The request keeps these provider objects whatever a config change does meanwhile.
-        targets = [(gw.config.providers[t.provider], _model_name(t.model)) for t in plan.targets]
+        targets = [(gw.config.providers[t.provider], model_name(t.model)) for t in plan.targets]
         self.record.provider, self.record.model = targets[0][0].name, targets[0][1]
         system = client["system_prompt"] or None
         self.input_estimate, self.input_bound = decode_guarded(measure_input, req, system or "")
@@ -371,7 +371,7 @@ class Exchange:
                     key = pool.keys[0]  # one key and nowhere else to go: resting it helps no one, ask anyway
                 if key is None:  # every key of this provider rests or failed: on to the next target
                     if last is None or last.provider != provider.name:
-                        last = Failed(_pool_exhausted(provider, pool, model), 0, provider.name)
+                        last = Failed(pool_exhausted(provider, pool, model), 0, provider.name)
                     break
                 if self.record.attempts:  # the first attempt patched body and request in place
                     body = parse_body(raw)
@@ -382,7 +382,7 @@ class Exchange:
                     return
                 except Failed as failed:
                     last = failed
-                keys_trouble = self._rest_key(pool, key, model, last)  # the key's fault, not the request's
+                keys_trouble = rest_key(gw, pool, key, model, last.status, last.error)  # the key's fault
                 if keys_trouble and len(pool.keys) > 1:
                     continue  # another key of this provider may answer
                 moves_on = keys_trouble or routing.moves_on(last.status, plan.fallback_statuses)
@@ -397,19 +397,6 @@ class Exchange:
                 break
         assert last is not None
         raise last.error
-
-    def _rest_key(self, pool: KeyPool, key: PoolKey, model: str, failed: Failed) -> bool:
-        """Rest a key the upstream rate-limited (429), fail one it refused (401/403); True when the
-        failure was the key's, so another key of the same provider may be tried."""
-        now, config = time.time(), self.gw.config
-        if failed.status == 429:
-            pool.rest(key, model, failed.error.retry_after or float(config.get("routing.key_rest_seconds")), now,
-                      failed.error.message)
-            return True
-        if failed.status in (401, 403):
-            pool.fail(key, float(config.get("routing.key_failed_seconds")), now, failed.error.message)
-            return True
-        return False
 
     async def _attempt(self, provider: Provider, model: str, key: str, body: dict, req: neutral.ChatRequest,
                        client: Mapping[str, Any], max_output: int | None) -> None:
@@ -644,7 +631,20 @@ class Failed(Exception):
         self.error, self.status, self.provider = error, status, provider
 
 
-def _pool_exhausted(provider: Provider, pool: KeyPool, model: str) -> neutral.GatewayError:
+def rest_key(gw: Gateway, pool: KeyPool, key: PoolKey, model: str, status: int, error: neutral.GatewayError) -> bool:
+    """Rest a key the upstream rate-limited (429), fail one it refused (401/403); True when the
+    failure was the key's, so another key of the same provider may be tried."""
+    now, config = time.time(), gw.config
+    if status == 429:
+        pool.rest(key, model, error.retry_after or float(config.get("routing.key_rest_seconds")), now, error.message)
+        return True
+    if status in (401, 403):
+        pool.fail(key, float(config.get("routing.key_failed_seconds")), now, error.message)
+        return True
+    return False
+
+
+def pool_exhausted(provider: Provider, pool: KeyPool, model: str) -> neutral.GatewayError:
     """Every key of the provider rests (429, with the soonest Retry-After) or was refused (502)."""
     now = time.time()
     if all(k.state(now) == "failed" for k in pool.keys):
@@ -656,7 +656,7 @@ def _pool_exhausted(provider: Provider, pool: KeyPool, model: str) -> neutral.Ga
                                 f"the upstream's rate limit; retry in {duration(wait)}.", retry_after=wait)
 
 
-def _model_name(model: str) -> str:
+def model_name(model: str) -> str:
     """A model name that may reach an upstream URL (Gemini's /models/{model}:generateContent)."""
     if not _MODEL_NAME.fullmatch(model) or ".." in model.split("/"):
         raise neutral.invalid("model: not a valid model name (letters, digits and . _ : / @ + - only)", "model")

@@ -69,3 +69,15 @@ def measure_input(req: ChatRequest, system: str = "") -> InputSize:
     bound = (sum(map(_utf8, texts)) + _utf8(system) + BOUND_PER_MESSAGE * (messages + 2)
              + BOUND_PER_TOOL * len(req.tools) + IMAGE_BOUND * images)
     return InputSize(estimate, bound)
+
+
+def measure_embed_input(inputs: list[str | list[int]]) -> InputSize:
+    """An embeddings request's input tokens: a token array is its length; a text as in chat (its
+    UTF-8 bytes bound it), with no per-message framing."""
+    estimate = bound = 0
+    for item in inputs:
+        if isinstance(item, str):
+            estimate, bound = estimate + estimate_tokens(item), bound + _utf8(item)
+        else:
+            estimate, bound = estimate + len(item), bound + len(item)
+    return InputSize(estimate, bound)

@@ -46,6 +46,7 @@ class UsageRecord:
     estimated: bool = False
     error: str = ""
     attempts: int = 0  # upstream calls made (more than one: fallbacks or retries)
+    endpoint: str = "chat"  # what was asked: "chat" or "embeddings"
     flight_id: int | None = None  # its mark in the in-flight table (flights.py), deleted as it is stored
 
     @classmethod
@@ -53,11 +54,11 @@ class UsageRecord:
         """Store a batch: one log row each, daily counters summed per (day, client, model)."""
         conn.executemany(
             "INSERT INTO request_log (ts, client_id, client_name, provider, model, inbound, status, latency_ms,"
-            " ttft_ms, input_tokens, output_tokens, cached_tokens, stream, admitted, estimated, error, attempts)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " ttft_ms, input_tokens, output_tokens, cached_tokens, stream, admitted, estimated, error, attempts,"
+            " endpoint) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [(r.ts, r.client_id, r.client_name, r.provider, r.model, r.inbound, r.status, r.latency_ms,
               r.ttft_ms, r.input_tokens, r.output_tokens, r.cached_tokens, int(r.stream), int(r.admitted),
-              int(r.estimated), r.error, r.attempts) for r in records],
+              int(r.estimated), r.error, r.attempts, r.endpoint) for r in records],
         )
         daily: dict[tuple[str, int, str], list[int]] = {}
         last_used: dict[int, float] = {}
@@ -167,7 +168,7 @@ def daily_report(conn: sqlite3.Connection, first_day: str, last_day: str) -> dic
 
 LOG_COLUMNS = ("id", "ts", "client_id", "client_name", "provider", "model", "inbound", "status", "latency_ms",
                "ttft_ms", "input_tokens", "output_tokens", "cached_tokens", "stream", "admitted", "estimated",
-               "error", "attempts")
+               "error", "attempts", "endpoint")
 
 
 def log_page(conn: sqlite3.Connection, *, client_id: int | None = None, model: str | None = None,

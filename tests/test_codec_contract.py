@@ -15,7 +15,17 @@ from tornado.httputil import HTTPHeaders, HTTPServerRequest, RequestStartLine
 
 from aigateway import api, neutral, relay
 from aigateway.formats import FORMATS, contract
-from aigateway.formats.contract import COUNT_TOKENS, MODELS, OPERATIONS, Codec, Counting, StreamDecoding, StreamEncoding
+from aigateway.formats.contract import (
+    COUNT_TOKENS,
+    EMBED,
+    MODELS,
+    OPERATIONS,
+    Codec,
+    Counting,
+    Embedding,
+    StreamDecoding,
+    StreamEncoding,
+)
 
 CODECS = sorted(FORMATS.items())
 
@@ -50,6 +60,8 @@ def test_codec_satisfies_the_contract(name: str, codec: Codec) -> None:
         re.compile(endpoint.pattern)
     if any(e.operation == COUNT_TOKENS for e in codec.ENDPOINTS):
         check_against(Counting, codec)
+    if any(e.operation == EMBED for e in codec.ENDPOINTS):
+        check_against(Embedding, codec)
     req = neutral.ChatRequest(model="m", messages=[neutral.Message("user", [neutral.TextPart("hi")])], stream=True)
     check_against(StreamDecoding, codec.StreamDecoder())
     check_against(StreamEncoding, codec.StreamEncoder(req, neutral.Route()))
@@ -105,8 +117,8 @@ def test_route_table_is_every_codecs_endpoints() -> None:
         for endpoint in codec.ENDPOINTS:
             handler, fmt = routed[endpoint.pattern]
             assert fmt == ("auto" if endpoint.shared else name)
-            assert handler is {MODELS: api.ModelsHandler, COUNT_TOKENS: api.CountTokensHandler}.get(
-                endpoint.operation, api.ChatHandler)
+            handlers = {MODELS: api.ModelsHandler, COUNT_TOKENS: api.CountTokensHandler, EMBED: api.EmbedHandler}
+            assert handler is handlers.get(endpoint.operation, api.ChatHandler)
     patterns = [p for p, _, _ in api.routes]
     first_listing = min(i for i, (_, h, _) in enumerate(api.routes) if h is api.ModelsHandler)
     assert all(h is not api.ChatHandler for _, h, _ in api.routes[first_listing:]), "requests must route first"

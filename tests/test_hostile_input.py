@@ -20,7 +20,8 @@ EXAMPLES = 60
 # Derandomized: CI runs the same examples every time (and fails the same way when a guard is removed).
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-FAKE_PROVIDERS = {"openai": "fake-openai", "anthropic": "fake-anthropic", "gemini": "fake-gemini"}
+FAKE_PROVIDERS = {"openai": "fake-openai", "anthropic": "fake-anthropic", "gemini": "fake-gemini",
+                  "responses": "fake-responses"}
 
 CHAT_ROUTES = {
     "openai": ["/v1/chat/completions", "/chat/completions"],
@@ -29,7 +30,13 @@ CHAT_ROUTES = {
                "/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
                "/v1beta/models/gemini-2.0-flash:streamGenerateContent",
                "/v1/models/gemini-2.0-flash:countTokens"],
+    "responses": ["/v1/responses", "/responses"],
+    "openai-embeddings": ["/v1/embeddings", "/embeddings"],
+    "gemini-embeddings": ["/v1beta/models/gemini-embedding-001:embedContent",
+                          "/v1beta/models/gemini-embedding-001:batchEmbedContents",
+                          "/v1/models/gemini-embedding-001:batchEmbedContents"],
 }
+KEY_FORMAT = {"openai-embeddings": "openai", "gemini-embeddings": "gemini"}  # how each route's client sends its key
 VALID = {
     "openai": {"model": "gpt-4o", "messages": [{"role": "system", "content": "be brief"},
                                                {"role": "user", "content": [{"type": "text", "text": "hi"}]}],
@@ -45,6 +52,18 @@ VALID = {
                "generationConfig": {"maxOutputTokens": 20, "temperature": 0.5, "stopSequences": ["x"]},
                "tools": [{"functionDeclarations": [{"name": "f", "parameters": {"type": "OBJECT"}}]}],
                "toolConfig": {"functionCallingConfig": {"mode": "AUTO"}}},
+    "responses": {"model": "gpt-4o", "instructions": "be brief", "max_output_tokens": 20, "stream": False,
+                  "input": [{"role": "developer", "content": "x"},
+                            {"role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+                            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                            {"type": "function_call_output", "call_id": "c1", "output": "ok"}],
+                  "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}},
+                            {"type": "namespace", "name": "ns", "tools": [{"type": "function", "name": "g"}]}],
+                  "tool_choice": "auto", "text": {"format": {"type": "text"}}, "reasoning": {"effort": "low"}},
+    "openai-embeddings": {"model": "text-embedding-3-small", "input": ["hi", "there"], "dimensions": 8,
+                          "encoding_format": "base64"},
+    "gemini-embeddings": {"requests": [{"model": "models/gemini-embedding-001", "content": {"parts": [{"text": "hi"}]},
+                                        "outputDimensionality": 8, "taskType": "RETRIEVAL_QUERY"}]},
 }
 
 # -- strategies
@@ -133,6 +152,7 @@ path_tricks = st.sampled_from([
 def target(gateway, fake_upstream) -> dict:
     log = gateway.folder / "logs" / "gateway.log"
     keys = {fmt: gateway.add_client(f"hostile-{fmt}", provider) for fmt, provider in FAKE_PROVIDERS.items()}
+    keys |= {route: keys[fmt] for route, fmt in KEY_FORMAT.items()}
     state = {"server": gateway, "fake": fake_upstream, "keys": keys, "log": log, "log_start": len(log.read_text()),
              "http": httpx.Client(base_url=gateway.url, timeout=httpx.Timeout(20.0))}
     yield state
@@ -140,9 +160,10 @@ def target(gateway, fake_upstream) -> dict:
 
 
 def auth(fmt: str, key: str) -> dict[str, str]:
+    fmt = KEY_FORMAT.get(fmt, fmt)
     return {"openai": {"Authorization": f"Bearer {key}"}, "anthropic": {"x-api-key": key,
                                                                            "anthropic-version": "2023-06-01"},
-            "gemini": {"x-goog-api-key": key}}[fmt]
+            "gemini": {"x-goog-api-key": key}, "responses": {"Authorization": f"Bearer {key}"}}[fmt]
 
 
 def check(r: httpx.Response, started: float) -> None:
@@ -240,8 +261,9 @@ def test_path_tricks_and_methods(target, trick, template, method, fmt):
 
 
 # Everything the fake upstream may be asked for: a path trick must never reach anything else.
-UPSTREAM_PATHS = re.compile(r"/v1/chat/completions|/v1/messages(/count_tokens)?|/v1(beta)?/models/?|"
-                            r"/v1(beta)?/models/[A-Za-z0-9][A-Za-z0-9._:@+\-]*:(generateContent|streamGenerateContent)")
+UPSTREAM_PATHS = re.compile(r"/v1/chat/completions|/v1/responses|/v1/embeddings|/v1/messages(/count_tokens)?|"
+                            r"/v1(beta)?/models/?|/v1(beta)?/models/[A-Za-z0-9][A-Za-z0-9._:@+\-]*:"
+                            r"(generateContent|streamGenerateContent|batchEmbedContents)")
 
 
 def test_models_listing_and_count_tokens_with_wrong_keys(target):

@@ -24,8 +24,9 @@ from aigateway.formats.framing import SSEFrame
 # Operations an endpoint can serve (``aigateway/api.py`` has one handler class per operation).
 CHAT = "chat"
 COUNT_TOKENS = "count_tokens"
+EMBED = "embed"  # embeddings: a codec with an EMBED endpoint also embeds upstream (``Embedding``)
 MODELS = "models"  # GET a listing, or one model when the pattern captures its id
-OPERATIONS = (CHAT, COUNT_TOKENS, MODELS)
+OPERATIONS = (CHAT, COUNT_TOKENS, EMBED, MODELS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,3 +112,13 @@ class Counting(Protocol):
 
     def decode_count(self, body: dict, route: neutral.Route) -> neutral.ChatRequest: ...
     def encode_count(self, tokens: int) -> dict: ...
+
+
+class Embedding(Protocol):
+    """What a codec with an ``EMBED`` endpoint provides besides ``Codec``: both sides of embeddings,
+    so an upstream of its format embeds too (a format without it has no embeddings API)."""
+
+    def decode_embed_request(self, body: dict, route: neutral.Route) -> neutral.EmbedRequest: ...
+    def encode_embed_request(self, req: neutral.EmbedRequest, model: str) -> tuple[str, dict]: ...
+    def decode_embed_response(self, body: dict) -> neutral.Embeddings: ...
+    def encode_embed_response(self, resp: neutral.Embeddings, req: neutral.EmbedRequest) -> dict: ...

@@ -17,7 +17,7 @@ from urllib.parse import quote
 import orjson
 
 from aigateway import neutral
-from aigateway.formats.contract import CHAT, COUNT_TOKENS, MODELS, Endpoint
+from aigateway.formats.contract import CHAT, COUNT_TOKENS, EMBED, MODELS, Endpoint
 from aigateway.formats.framing import FrameDecoder, JSONArrayEncoder, SSEDecoder, SSEFrame, sse
 
 NAME = "gemini"
@@ -28,6 +28,7 @@ _METHOD = r"/(v1beta|v1)/models/([^/:]+?)(?::|%3A)"
 ENDPOINTS = (
     Endpoint(_METHOD + r"(generateContent|streamGenerateContent)", CHAT),
     Endpoint(_METHOD + r"(countTokens)", COUNT_TOKENS),
+    Endpoint(_METHOD + r"(embedContent|batchEmbedContents)", EMBED),
     Endpoint(r"/v1beta/models", MODELS),
     Endpoint(r"/v1beta/models/(.+)", MODELS),
     Endpoint(r"/v1/models", MODELS, shared=True),
@@ -37,6 +38,7 @@ CLIENT_KEYS = ("x-goog-api-key", "?key")
 LISTING_HINTS = ("x-goog-api-key", "?key")
 UPSTREAM_AUTH = "x-goog-api-key"
 UPSTREAM_HEADERS = ()
+MAX_EMBED_BATCH = 100  # Gemini's limit of requests in one batchEmbedContents
 CONTINUE_TEXT = "(continue)"  # the minimal user turn before a leading model turn
 # Between a functionResponse turn and a following user text: folding the text into the response
 # content makes Gemini 3 answer empty, and two user contents in a row break strict alternation
@@ -772,6 +774,73 @@ def decode_error(status: int, body: bytes) -> neutral.GatewayError:
             except ValueError:
                 pass
     return out
+
+
+# ---------------------------------------------------------------- embeddings
+# https://ai.google.dev/api/embeddings
+
+
+def _embed_text(request: Any, where: str) -> str:
+    content = request.get("content") if isinstance(request, dict) else None
+    parts = content.get("parts") if isinstance(content, dict) else None
+    if not isinstance(parts, list) or not parts:
+        raise neutral.invalid(f"{where}content.parts: required (the text to embed)", f"{where}content")
+    texts = [p.get("text") for p in parts if isinstance(p, dict)]
+    if len(texts) != len(parts) or not all(isinstance(t, str) for t in texts):
+        raise neutral.invalid(f"{where}content.parts: only text parts can be embedded", f"{where}content")
+    return "\n".join(texts)  # type: ignore[arg-type]
+
+
+def decode_embed_request(body: dict, route: neutral.Route) -> neutral.EmbedRequest:
+    """embedContent (one ``content``) or batchEmbedContents (``requests``, one each). One
+    ``outputDimensionality`` and ``taskType`` for the whole batch: an OpenAI-compatible upstream
+    takes one per call, so a batch that mixes them is refused rather than silently split."""
+    if not isinstance(body, dict):
+        raise neutral.invalid("the request body must be a JSON object")
+    batch = "requests" in body
+    requests = body["requests"] if batch else [body]
+    if not isinstance(requests, list) or not requests or len(requests) > MAX_EMBED_BATCH:
+        raise neutral.invalid(f"requests: between 1 and {MAX_EMBED_BATCH} requests", "requests")
+    texts = [_embed_text(r, f"requests[{i}]." if batch else "") for i, r in enumerate(requests)]
+    dims = {_g(r, "outputDimensionality") for r in requests}
+    tasks = {_g(r, "taskType") for r in requests}
+    if len(dims) > 1 or len(tasks) > 1:
+        raise neutral.invalid("every request of a batch must ask for the same outputDimensionality and taskType",
+                              "requests")
+    dimensions, task = dims.pop(), tasks.pop()
+    if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1):
+        raise neutral.invalid("outputDimensionality: expected a positive integer", "outputDimensionality")
+    return neutral.EmbedRequest(route.model, list(texts), dimensions, task_type=task if isinstance(task, str) else None,
+                                batch=batch)
+
+
+def encode_embed_request(req: neutral.EmbedRequest, model: str) -> tuple[str, dict]:
+    """Always batchEmbedContents, as Google's SDKs do: one request per input, order kept."""
+    if any(not isinstance(i, str) for i in req.inputs):
+        raise neutral.invalid("input: Gemini embeds text; token arrays cannot be sent to it", "input")
+    extra: dict[str, Any] = {}
+    if req.dimensions is not None:
+        extra["outputDimensionality"] = req.dimensions
+    if req.task_type:
+        extra["taskType"] = req.task_type
+    name = f"models/{_bare(model)}"
+    return (f"/v1beta/{quote(name, safe='/')}:batchEmbedContents",
+            {"requests": [{"model": name, "content": {"parts": [{"text": t}]}, **extra} for t in req.inputs]})
+
+
+def decode_embed_response(body: dict) -> neutral.Embeddings:
+    """Gemini reports no token usage for embeddings: ``input_tokens`` stays None (estimated later)."""
+    try:
+        found = body["embeddings"] if "embeddings" in body else [body["embedding"]]
+        return neutral.Embeddings("", [[float(v) for v in e["values"]] for e in found])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise neutral.GatewayError(502, neutral.ErrorKind.UPSTREAM, f"malformed upstream embeddings: {exc}") from None
+
+
+def encode_embed_response(resp: neutral.Embeddings, req: neutral.EmbedRequest) -> dict:
+    if req.batch:
+        return {"embeddings": [{"values": v} for v in resp.vectors]}
+    return {"embedding": {"values": resp.vectors[0] if resp.vectors else []}}
 
 
 def route(path_args: tuple[str, ...], query: Mapping[str, list[bytes]]) -> neutral.Route:

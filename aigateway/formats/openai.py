@@ -7,13 +7,15 @@ https://platform.openai.com/docs/api-reference/models (listing)."""
 
 from __future__ import annotations
 
+import base64
+import struct
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from aigateway import neutral
-from aigateway.formats.contract import CHAT, MODELS, Endpoint
+from aigateway.formats.contract import CHAT, EMBED, MODELS, Endpoint
 from aigateway.formats.framing import FrameDecoder, SSEFrame, sse
 
 NAME = "openai"
@@ -21,6 +23,7 @@ ID_PREFIX = "chatcmpl-"  # for ids the relay makes up when an upstream gives non
 MODELS_PATH = "/models"
 ENDPOINTS = (
     Endpoint(r"/(?:v1/)?chat/completions", CHAT),
+    Endpoint(r"/(?:v1/)?embeddings", EMBED),
     Endpoint(r"/v1/models", MODELS, shared=True),
     Endpoint(r"/v1/models/(.+)", MODELS, shared=True),
     Endpoint(r"/models", MODELS),
@@ -31,6 +34,8 @@ LISTING_HINTS = ()  # the shared listing's default: what a plain bearer-key clie
 UPSTREAM_AUTH = "bearer"
 UPSTREAM_HEADERS = ()
 CHAT_PATH = "/chat/completions"
+EMBEDDINGS_PATH = "/embeddings"
+MAX_EMBED_INPUTS = 2048  # OpenAI's limit of inputs in one embeddings request
 
 # Fields decode_request understands; everything else rides in ChatRequest.extra.
 _KNOWN = frozenset({
@@ -541,6 +546,80 @@ class StreamEncoder:
         if not self._include_usage and len(events) == 1 and isinstance(events[0], neutral.UsageReport):
             return b""
         return frame.raw
+
+
+# ---------------------------------------------------------------- embeddings
+# https://platform.openai.com/docs/api-reference/embeddings
+
+
+def _embed_inputs(raw: Any) -> list[str | list[int]]:
+    """``input``: a string, a list of strings, a token array or a list of token arrays."""
+    def tokens(value: Any) -> bool:
+        return isinstance(value, list) and bool(value) and all(
+            isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value)
+    if isinstance(raw, str) or tokens(raw):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw or len(raw) > MAX_EMBED_INPUTS:
+        raise neutral.invalid(f"input: a string, a list of up to {MAX_EMBED_INPUTS} strings, or token arrays",
+                              "input")
+    for i, item in enumerate(raw):
+        if not (tokens(item) or isinstance(item, str) and item):
+            raise neutral.invalid(f"input[{i}]: expected a non-empty string or an array of token ids", "input")
+    return raw
+
+
+def decode_embed_request(body: dict, route: neutral.Route) -> neutral.EmbedRequest:
+    """An embeddings request body; malformed input is a 400 as on OpenAI."""
+    if not isinstance(body, dict):
+        raise neutral.invalid("the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise neutral.invalid("you must provide a model parameter", "model")
+    dimensions = body.get("dimensions")
+    if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1):
+        raise neutral.invalid("dimensions: expected a positive integer", "dimensions")
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise neutral.invalid(f"Invalid value for 'encoding_format' = {encoding}. Supported values: "
+                              "['float', 'base64'].", "encoding_format")
+    return neutral.EmbedRequest(model, _embed_inputs(body.get("input")), dimensions, encoding == "base64")
+
+
+def encode_embed_request(req: neutral.EmbedRequest, model: str) -> tuple[str, dict]:
+    """Always asks for floats: one code path, whatever the upstream does with ``encoding_format``."""
+    body: dict[str, Any] = {"model": model, "input": req.inputs, "encoding_format": "float"}
+    if req.dimensions is not None:
+        body["dimensions"] = req.dimensions
+    return EMBEDDINGS_PATH, body
+
+
+def unpack_floats(text: str) -> list[float]:
+    """A base64 embedding: little-endian float32 values (what openai-python decodes)."""
+    raw = base64.b64decode(text)
+    return list(struct.unpack(f"<{len(raw) // 4}f", raw[:len(raw) // 4 * 4]))
+
+
+def pack_floats(values: list[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+
+
+def decode_embed_response(body: dict) -> neutral.Embeddings:
+    try:
+        data = sorted((d for d in body.get("data") or () if isinstance(d, dict)), key=lambda d: d.get("index", 0))
+        vectors = [unpack_floats(d["embedding"]) if isinstance(d["embedding"], str)
+                   else [float(v) for v in d["embedding"]] for d in data]
+        usage = body.get("usage") or {}
+        tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        return neutral.Embeddings(str(body.get("model") or ""), vectors, int(tokens) if tokens is not None else None)
+    except (KeyError, TypeError, ValueError, struct.error) as exc:
+        raise neutral.GatewayError(502, neutral.ErrorKind.UPSTREAM, f"malformed upstream embeddings: {exc}") from None
+
+
+def encode_embed_response(resp: neutral.Embeddings, req: neutral.EmbedRequest) -> dict:
+    tokens = resp.input_tokens or 0
+    return {"object": "list", "model": resp.model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            "data": [{"object": "embedding", "index": i, "embedding": pack_floats(v) if req.base64 else v}
+                     for i, v in enumerate(resp.vectors)]}
 
 
 # ---------------------------------------------------------------- errors and models

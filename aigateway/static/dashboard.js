@@ -138,7 +138,7 @@
       tr.append(
         el("td", fmtTime(r.ts)),
         el("td", r.client || "(no key)"),
-        el("td", r.model || "–"),
+        el("td", (r.model || "–") + (r.endpoint === "embeddings" ? " (embeddings)" : "")),
         el("td", r.status, "status-" + String(r.status)[0] + "xx"),
         el("td", fmtInt(r.input_tokens) + (r.estimated ? "~" : ""), "num"),
         el("td", fmtInt(r.output_tokens) + (r.estimated ? "~" : ""), "num"),

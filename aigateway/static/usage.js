@@ -170,7 +170,7 @@
       cell("Time", new Date(r.ts * 1000).toLocaleString()),
       cell("Client", r.client_name || h("span", { class: "muted" }, "unknown key")),
       cell("Model", r.model || "–"),
-      cell("API", r.inbound + (r.stream ? " (stream)" : "")),
+      cell("API", r.inbound + (r.endpoint === "embeddings" ? " embeddings" : "") + (r.stream ? " (stream)" : "")),
       num("Status", h("span", { class: statusClass }, String(r.status))),
       num("Latency", `${fmt.int(Math.round(r.latency_ms))} ms`),
       num("Tokens in / out", tokens),
