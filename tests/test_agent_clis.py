@@ -15,6 +15,8 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from conftest import GatewayServer
@@ -70,8 +72,9 @@ def knob_args(args: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps(args).encode()).decode().rstrip("=")
 
 
-def run_cli(cli: str, bin_dir: Path, gateway: GatewayServer, key: str, prompt: str, work: Path, home: Path) -> str:
-    """Run one non-interactive turn of ``cli`` in ``work`` with a fresh ``home``; its output."""
+def run_cli(cli: str, bin_dir: Path, gateway: Any, key: str, prompt: str, work: Path, home: Path) -> str:
+    """Run one non-interactive turn of ``cli`` in ``work`` with a fresh ``home`` against ``gateway``
+    (anything with a ``url``); its output."""
     env = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8"}
     work.mkdir(exist_ok=True)
     if cli == "claude":
@@ -133,3 +136,13 @@ def test_the_model_calls_the_clis_file_tool_and_gets_what_it_read(clis, gateway,
     assert f"Tool {tool} returned:" in out and secret in out, out[-1500:]
     rows = rows_since(gateway, backend, before, 2)
     assert [r["status"] for r in rows] == [200, 200]
+
+
+@pytest.mark.parametrize("cli", list(PACKAGES))
+def test_each_cli_accepts_the_fake_upstream_directly(clis, fake_upstream, tmp_path, cli):
+    """The fake speaks each CLI's API exactly enough that the CLI, pointed straight at it, works:
+    what the gateway tests above rely on is the real wire format, not an agreement with our fake."""
+    fake = SimpleNamespace(url=fake_upstream)
+    out = run_cli(cli, clis, fake, "sk-direct-to-the-fake", "say hello directly #fake:tool=none", tmp_path / "work",
+                  tmp_path / "home")
+    assert "say hello directly" in out, out[-1500:]

@@ -146,3 +146,13 @@ def test_bad_input_is_a_400_in_openai_shape_and_charges_nothing(server, oai, bac
     assert caught.value.status_code == 400 and "role" in caught.value.message
     rows = server.wait_log_rows(f"responses-{backend}", len(before) + 1)[len(before):]
     assert [(r["status"], r["admitted"], r["input_tokens"], r["output_tokens"]) for r in rows] == [(400, 0, 0, 0)]
+
+
+def test_limits_apply_as_on_every_route(gateway):
+    key = gateway.add_client("responses-limited", provider="fake-openai", rpm=1)
+    oai = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
+    assert oai.responses.create(model="gpt-4o", input="hi").status == "completed"
+    with pytest.raises(openai.RateLimitError) as limited:
+        oai.responses.create(model="gpt-4o", input="again")
+    assert "requests-per-minute" in limited.value.message and "resets in" in limited.value.message
+    assert limited.value.response.headers["retry-after"]
