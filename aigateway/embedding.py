@@ -30,6 +30,7 @@ from aigateway.relay import (
     rest_key,
     scrub,
     upstream_body,
+    upstream_json,
 )
 from aigateway.routing import pool_of, resolve
 from aigateway.tokens import measure_embed_input
@@ -103,14 +104,7 @@ async def _call(gw: Gateway, provider: Provider, model: str, client: Any, path: 
         call = Call(provider, base_url, path, payload, stream=False, api_key=key.key)
         body = await call.run()
         if call.status < 400:
-            try:
-                parsed = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                raise neutral.GatewayError(502, neutral.ErrorKind.UPSTREAM, "the upstream sent embeddings that are "
-                                           f"not JSON (HTTP {call.status})") from None
-            if not isinstance(parsed, dict):
-                raise neutral.GatewayError(502, neutral.ErrorKind.UPSTREAM, "the upstream sent unexpected embeddings")
-            return cast(Embedding, upstream).decode_embed_response(parsed)
+            return cast(Embedding, upstream).decode_embed_response(upstream_json(call, body))
         error = scrub(upstream.decode_error(call.status, body), key.key)
         if not rest_key(gw, pool, key, model, call.status, error) or len(pool.keys) == 1:
             raise error

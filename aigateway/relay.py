@@ -165,6 +165,18 @@ def upstream_body(out: dict) -> bytes:
         raise neutral.invalid("The request body is nested too deeply to forward (at most 254 levels).") from None
 
 
+def upstream_json(call: Call, body: bytes) -> dict:
+    """A successful upstream answer's JSON object; anything else (an HTML page, a list) is a 502."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise neutral.GatewayError(502, neutral.ErrorKind.UPSTREAM, "the upstream sent a response that is "
+                                   f"not JSON (HTTP {call.status})") from None
+    if not isinstance(parsed, dict):
+        raise neutral.GatewayError(502, neutral.ErrorKind.UPSTREAM, "the upstream sent an unexpected response")
+    return parsed
+
+
 def scrub(err: neutral.GatewayError, key: str) -> neutral.GatewayError:
     """An upstream's error message may quote the gateway's provider key back: never pass it on."""
     if len(key) >= 4 and key in err.message:
@@ -445,14 +457,7 @@ class Exchange:
         body = await call.run()
         if call.status >= 400:
             raise Failed(self._upstream_error(call, passage.upstream, body), call.status, call.provider.name)
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise neutral.GatewayError(502, neutral.ErrorKind.UPSTREAM, "the upstream sent a response that is "
-                                       f"not JSON (HTTP {call.status})") from None
-        if not isinstance(parsed, dict):
-            raise neutral.GatewayError(502, neutral.ErrorKind.UPSTREAM, "the upstream sent an unexpected response")
-        resp = passage.upstream.decode_response(parsed)
+        resp = passage.upstream.decode_response(upstream_json(call, body))
         self.meter.observe_response(resp)
         self.sink.answer(passage.answer(body, resp, req))
 
