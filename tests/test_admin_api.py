@@ -334,6 +334,8 @@ def test_provider_fields_are_validated_and_nothing_is_saved(admin: AdminClient, 
         ({"name": "x2", "type": "openai_compatible"}, {"base_url"}),
         ({"name": "x3", "type": "openai", "base_url": "localhost:1234/v1", "api_key": 7}, {"base_url", "api_key"}),
         ({"name": "fake-openai", "type": "openai"}, {"name"}),
+        ({"name": "x4", "type": "anthropic", "api": "responses"}, {"api"}),  # one API: Messages
+        ({"name": "x5", "type": "openai", "api": "telepathy"}, {"api"}),
     ]
     for body, fields in cases:
         r = admin.call("POST", "/admin/api/providers", body)
@@ -351,6 +353,20 @@ def test_provider_fields_are_validated_and_nothing_is_saved(admin: AdminClient, 
     r = admin.call("DELETE", "/admin/api/providers/fake-openai")
     assert r.status_code == 409 and "keeps-provider" in error(r)["message"]
     assert chat(admin_gateway.url, key) == "Echo: hi"
+
+
+def test_a_provider_can_speak_the_responses_api_upstream(admin: AdminClient, admin_gateway: GatewayServer,
+                                                         fake_upstream: str, fake_requests):
+    made = admin.call("POST", "/admin/api/providers", {"name": "via-responses", "type": "openai", "api": "responses",
+                                                       "base_url": fake_upstream + "/v1", "api_key": "sk-r-123456"})
+    assert made.status_code == 201 and made.json()["api"] == "responses", made.text
+    assert yaml.safe_load(admin_gateway.config.read_text())["providers"]["via-responses"]["api"] == "responses"
+    key = admin_gateway.add_client("uses-responses", provider="via-responses")
+    assert chat(admin_gateway.url, key) == "Echo: hi"  # a chat client, answered through POST /v1/responses
+    assert [r["path"] for r in fake_requests() if r["method"] == "POST"][-1] == "/v1/responses"
+    back = admin.call("PATCH", "/admin/api/providers/via-responses", {"api": "chat"}).json()
+    assert back["api"] == "chat" and "api" not in yaml.safe_load(admin_gateway.config.read_text())["providers"][
+        "via-responses"]  # the default is not written
 
 
 def test_routes_are_created_validated_edited_and_deleted(admin: AdminClient, admin_gateway: GatewayServer):

@@ -21,6 +21,9 @@
     field("p", { name: "name", label: "Name", required: true, hint: "Clients refer to it by this name; it cannot change later." }),
     field("p", { name: "type", label: "Type", type: "select",
       options: Object.keys(types).map((t) => [t, typeLabels[t] || t]) }),
+    field("p", { name: "api", label: "API", type: "select",
+      options: [["chat", "Chat completions"], ["responses", "Responses API"]],
+      hint: "What the upstream is spoken to with (OpenAI-compatible types only)." }),
     field("p", { name: "api_key", label: "API key", type: "password", autocomplete: "new-password", spellcheck: "false" }),
     field("p", { name: "base_url", label: "Base URL", type: "url", spellcheck: "false" }),
     field("p", { name: "default_model", label: "Default model", placeholder: "e.g. gpt-4o",
@@ -34,6 +37,9 @@
 
   function describeType() {
     const kind = types[form.elements.type.value];
+    const api = form.elements.api;
+    api.closest(".field").hidden = kind.format !== "openai";
+    if (kind.format !== "openai") api.value = "chat";
     const input = form.elements.base_url;
     input.placeholder = kind.base_url || "required, e.g. http://localhost:8000/v1";
     const hint = kind.needs_base_url ? "Required for this type (OpenAI-compatible URLs end in /v1)."
@@ -121,12 +127,14 @@
     if (provider) {
       form.elements.name.value = provider.name;
       form.elements.type.value = provider.type;
+      form.elements.api.value = provider.api;
       form.elements.base_url.value = provider.base_url;
       form.elements.default_model.value = provider.default_model;
       form.elements.allowed_models.value = provider.allowed_models.join("\n");
       form.elements.timeout_seconds.value = provider.timeout_seconds;
     } else {
       form.elements.type.value = "openai_compatible";
+      form.elements.api.value = "chat";
       form.elements.timeout_seconds.value = 120;
     }
     form.elements.api_key.placeholder = provider && provider.api_key_set
@@ -139,6 +147,7 @@
   function formBody() {
     const body = {
       type: form.elements.type.value,
+      api: form.elements.api.value,
       base_url: form.elements.base_url.value.trim(),
       default_model: form.elements.default_model.value.trim(),
       allowed_models: form.elements.allowed_models.value.split(/[\n,]+/).map((s) => s.trim()).filter(Boolean),
