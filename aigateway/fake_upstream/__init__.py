@@ -38,7 +38,9 @@ into a format-neutral ``Ask`` (``plan.py``), answered by one ``Reply`` and rende
 Knobs, written ``#fake:key=value`` anywhere in the last user text (taken from the latest user message
 that has text, so they also apply to the turn after a tool call):
 ``chunks=N`` (N text chunks), ``delay=S`` (sleep between content chunks), ``stall=S`` (sleep after the
-first content chunk; non-streaming: before answering), ``status=CODE`` (that HTTP error in the format's
+first content chunk; non-streaming: before answering), ``wait=S`` (sleep before the response starts,
+streams included: no status line, no byte, as an upstream that times out before answering),
+``status=CODE`` (that HTTP error in the format's
 shape), ``retry_after=S`` (``retry-after`` header, Gemini RetryInfo), ``fail_after=N`` (in-band stream
 error before content chunk N+1, for Responses a ``response.failed`` event; non-streaming: a 500, 529
 for Anthropic), ``drop_after=N`` (close the TCP connection before content chunk N+1; non-streaming:
@@ -54,6 +56,11 @@ before it ends the chunked body; SDKs that stop at ``[DONE]`` or an error event 
 ``fail_after``/``drop_after`` with N at or above the number of content chunks have no effect. Knobs
 apply to chat and embedding requests (found in any input text; the non-streaming ones), not to
 count-tokens or model listing.
+
+Knobs can also be set on the instance, for requests that do not say them: ``PUT /_fake/knobs`` with
+``{"knobs": {"status": "503"}, "key": "sk-...", "times": 2}`` (``key``: only requests made with that API
+key; ``times``: only the next N; both optional), ``DELETE /_fake/knobs`` to clear; so one upstream of
+several, or one key of a pool, can be made to fail in any of the ways above.
 
 Control: ``GET/DELETE /_fake/requests`` (recent API requests, header names lowercased) and
 ``GET /_fake/stats`` (TCP connections, API requests, and tokens in usage actually delivered).

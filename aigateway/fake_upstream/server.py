@@ -40,11 +40,27 @@ STATUS_MESSAGES = {401: "Incorrect API key provided.", 404: "The requested model
 # ---------------------------------------------------------------- state and handlers
 
 class FakeState:
-    """Everything the fake remembers: recent requests and counters for /_fake/stats."""
+    """Everything the fake remembers: recent requests, counters for /_fake/stats, and the knobs set
+    on the instance (``PUT /_fake/knobs``), which apply to chat and embedding requests as if written
+    in them: how a test makes one upstream of several fail, or one key of a pool."""
 
     def __init__(self) -> None:
         self.requests: deque[dict] = deque(maxlen=200)
         self.stats = {"connections": 0, "requests": 0, "output_tokens": 0, "input_tokens": 0}
+        self.knobs: list[dict] = []  # {"knobs": {...}, "key": API key or None (any), "times": N or None (always)}
+
+    def knobs_for(self, key: str) -> dict[str, str]:
+        """The instance knobs that apply to a request made with ``key`` (counting down ``times``)."""
+        found: dict[str, str] = {}
+        for rule in list(self.knobs):
+            if rule.get("key") not in (None, key):
+                continue
+            found.update(rule["knobs"])
+            if rule.get("times") is not None:
+                rule["times"] -= 1
+                if rule["times"] <= 0:
+                    self.knobs.remove(rule)
+        return found
 
     def add_usage(self, usage: tuple[int, int]) -> None:
         self.stats["input_tokens"] += usage[0]
@@ -115,6 +131,13 @@ class FakeHandler(tornado.web.RequestHandler):
             self.send_error_body(400, "Invalid request: a field has the wrong type or shape.")
         return None
 
+    def api_key(self) -> str:
+        """The key the request was made with, however its format sends it."""
+        headers = self.request.headers
+        bearer = headers.get("Authorization", "")
+        return (bearer[7:] if bearer.startswith("Bearer ") else headers.get("x-api-key")
+                or headers.get("x-goog-api-key") or self.get_query_argument("key", ""))
+
     def refused(self, knobs: dict[str, str]) -> bool:
         """Answer the ``status`` and ``html`` knobs; True when one did."""
         if "status" in knobs:
@@ -130,12 +153,15 @@ class FakeHandler(tornado.web.RequestHandler):
         """Parse, plan and send a chat reply, honouring the knobs."""
         def parse_and_plan() -> tuple[Ask, Reply]:
             ask = parse()
+            ask.knobs.update(self.state.knobs_for(self.api_key()))
             return ask, plan(ask)
 
         planned = self.parsed(parse_and_plan)
         if planned is None or self.refused(planned[0].knobs):
             return None
         (ask, reply), rid = planned, self.fmt.id_prefix + uuid.uuid4().hex[:24]
+        if "wait" in ask.knobs:  # nothing at all, not even the status line, for this long
+            await asyncio.sleep(float(ask.knobs["wait"]))
         if ask.stream:
             return await self.send_stream(ask, reply, rid)
         await self.send_whole(ask.knobs, lambda: self.fmt.body(ask, reply, rid),
@@ -144,9 +170,12 @@ class FakeHandler(tornado.web.RequestHandler):
     async def embed(self, parse: Callable[[], tuple[dict, int, dict[str, str]]]) -> None:
         """Answer an embeddings request, honouring the knobs found in its texts."""
         parsed = self.parsed(parse)
-        if parsed is None or self.refused(parsed[2]):
+        if parsed is None:
             return None
         body, used, knobs = parsed
+        knobs = {**knobs, **self.state.knobs_for(self.api_key())}
+        if self.refused(knobs):
+            return None
         await self.send_whole(knobs, lambda: body, (used, 0))
 
     async def send_whole(self, knobs: dict[str, str], body: Callable[[], Any], usage: tuple[int, int]) -> None:
@@ -396,6 +425,21 @@ class RequestsHandler(tornado.web.RequestHandler):
         self.set_status(204)
 
 
+class KnobsHandler(tornado.web.RequestHandler):
+    def put(self) -> None:
+        """PUT /_fake/knobs ``{"knobs": {"status": "503"}, "key": "sk-...", "times": 2}``: add a rule
+        (``key`` and ``times`` optional: any key, every request)."""
+        rule = orjson.loads(self.request.body)
+        rule["knobs"] = {str(k): str(v) for k, v in rule["knobs"].items()}
+        self.settings["fake_state"].knobs.append(rule)
+        self.set_status(204)
+
+    def delete(self) -> None:
+        """DELETE /_fake/knobs: every rule removed."""
+        self.settings["fake_state"].knobs.clear()
+        self.set_status(204)
+
+
 class StatsHandler(tornado.web.RequestHandler):
     def get(self) -> None:
         """GET /_fake/stats: connections, requests and delivered usage totals."""
@@ -417,6 +461,7 @@ def make_app(state: FakeState | None = None) -> tornado.web.Application:
         (r"/(v1beta|v1)/models/(.+)", ModelsHandler),
         (r"/_fake/requests", RequestsHandler),
         (r"/_fake/stats", StatsHandler),
+        (r"/_fake/knobs", KnobsHandler),
     ], fake_state=state or FakeState(), log_function=lambda handler: None)  # tests read /_fake/requests
 
 

@@ -28,10 +28,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import hashlib
 import itertools
 import json
+import math
+import random
 import re
 import secrets
+import struct
 from typing import Any
 
 import tornado.ioloop
@@ -76,9 +80,9 @@ def scenario() -> dict:
 class Reject(Exception):
     """A request the real API would refuse: status and message, rendered in the provider's shape."""
 
-    def __init__(self, status: int, message: str, kind: str | None = None) -> None:
+    def __init__(self, status: int, message: str, kind: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.message, self.kind = status, message, kind
+        self.status, self.message, self.kind, self.param = status, message, kind, param
 
 
 # ---------------------------------------------------------------- base handler
@@ -230,18 +234,34 @@ class OpenAIChat(Base):
         return self.request.path.startswith("/compat/")
 
     def fail(self, status: int, message: str, kind: str | None = None, code: str | None = None,
-             headers: dict | None = None) -> None:
+             headers: dict | None = None, param: str | None = None) -> None:
         default_kind, default_code, _ = OPENAI_ERRORS.get(status, ("invalid_request_error", None, ""))
-        body = {"error": {"message": message, "type": kind or default_kind, "param": None,
+        body = {"error": {"message": message, "type": kind or default_kind, "param": param,
                           "code": code if code is not None else default_code}}
         self.error(status, body, headers)
 
+    def refused_key(self) -> bool:
+        """OpenAI checks the key first (the compat server takes none): a 401, the body still recorded."""
+        if self.compat or self.request.headers.get("Authorization", "").startswith("Bearer sk-upstream"):
+            return False
+        self.json_body()
+        self.fail(401, "Incorrect API key provided: sk-***. You can find your API key at "
+                       "https://platform.openai.com/account/api-keys.", code="invalid_api_key")
+        return True
+
+    def forced_fail(self) -> bool:
+        """The scenario's error (not a mid-stream one), as OpenAI sends it."""
+        forced = self.forced_error()
+        if not forced or forced.get("midstream"):
+            return False
+        status = forced["status"]
+        headers = {"retry-after": "2", "x-ratelimit-reset-requests": "2s"} if status == 429 else {}
+        self.fail(status, OPENAI_ERRORS.get(status, ("", None, "error"))[2], headers=headers)
+        return True
+
     async def post(self) -> None:
-        auth = self.request.headers.get("Authorization", "")
-        if not self.compat and not auth.startswith("Bearer sk-upstream"):
-            self.json_body()
-            return self.fail(401, "Incorrect API key provided: sk-***. You can find your API key at "
-                                  "https://platform.openai.com/account/api-keys.", code="invalid_api_key")
+        if self.refused_key():
+            return
         try:
             body = self.json_body()
             validate_openai(body)
@@ -327,6 +347,464 @@ class OpenAIModels(Base):
         ids = ["gpt-4o", "gpt-4o-mini", "o3-mini"] if not self.request.path.startswith("/compat/") else ["llama3.2"]
         self.finish({"object": "list", "data": [{"id": i, "object": "model", "created": 1715367049,
                                                  "owned_by": "system"} for i in ids]})
+
+
+# ---------------------------------------------------------------- OpenAI Responses API
+# https://platform.openai.com/docs/api-reference/responses/create (request, response object) and
+# https://platform.openai.com/docs/api-reference/responses-streaming (events). Errors have the chat
+# completions body; this upstream keeps no state (previous_response_id and item references fail).
+
+RESPONSES_USAGE = {"input_tokens": 29, "input_tokens_details": {"cached_tokens": 4}, "output_tokens": 12,
+                   "output_tokens_details": {"reasoning_tokens": 2}, "total_tokens": 41}
+RESPONSES_FIELDS = {
+    "background", "context_management", "conversation", "include", "input", "instructions", "max_output_tokens",
+    "max_tool_calls", "metadata", "model", "parallel_tool_calls", "previous_response_id", "prompt",
+    "prompt_cache_key", "prompt_cache_retention", "reasoning", "safety_identifier", "service_tier", "store",
+    "stream", "stream_options", "temperature", "text", "tool_choice", "tools", "top_logprobs", "top_p",
+    "truncation", "user"}
+RESPONSES_ITEMS = {  # the input items examined here and their fields
+    "message": {"type", "role", "content", "id", "status", "phase"},
+    "function_call": {"type", "id", "call_id", "name", "arguments", "status", "namespace"},
+    "function_call_output": {"type", "id", "call_id", "output", "status"},
+    "reasoning": {"type", "id", "summary", "content", "encrypted_content", "status"},
+    "item_reference": {"type", "id"},
+}
+RESPONSES_OTHER_ITEMS = {  # hosted-tool items: accepted, not examined
+    "file_search_call", "computer_call", "computer_call_output", "web_search_call", "image_generation_call",
+    "code_interpreter_call", "local_shell_call", "local_shell_call_output", "mcp_list_tools",
+    "mcp_approval_request", "mcp_approval_response", "mcp_call", "custom_tool_call", "custom_tool_call_output"}
+RESPONSES_PARTS = {"input_text": {"type", "text"}, "input_image": {"type", "image_url", "file_id", "detail"},
+                   "input_file": {"type", "file_id", "file_data", "file_url", "filename"},
+                   "output_text": {"type", "text", "annotations", "logprobs"}, "refusal": {"type", "refusal"}}
+RESPONSES_TOOLS = {"function", "file_search", "web_search", "web_search_preview", "computer_use_preview", "mcp",
+                   "code_interpreter", "image_generation", "local_shell", "custom"}
+FUNCTION_TOOL_FIELDS = {"type", "name", "description", "parameters", "strict"}
+REASONING_MODEL = re.compile(r"o\d|gpt-5")
+
+
+def one_of(values: Any) -> str:
+    """OpenAI's way of listing the values it accepts: 'a', 'b', and 'c'."""
+    quoted = [f"'{v}'" for v in values]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + (", and " if len(quoted) > 2 else " and ") \
+        + quoted[-1]
+
+
+def responses_unknown(obj: dict, known: set[str], where: str) -> None:
+    for name in obj:
+        if name not in known:
+            raise Reject(400, f"Unknown parameter: '{where}{name}'.", param=where + name)
+
+
+def responses_items(body: dict) -> list:
+    raw = body.get("input")
+    return [{"type": "message", "role": "user", "content": raw}] if isinstance(raw, str) else raw
+
+
+def validate_responses(body: Any) -> None:
+    if not isinstance(body, dict):
+        raise Reject(400, "Invalid body: expected an object.")
+    responses_unknown(body, RESPONSES_FIELDS, "")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise Reject(400, "Missing required parameter: 'model'.", param="model")
+    for name, high in (("temperature", 2), ("top_p", 1)):
+        value = body.get(name)
+        if value is not None and not 0 <= value <= high:
+            raise Reject(400, f"Invalid '{name}': decimal above maximum value. Expected a value <= {high}, but got "
+                              f"{value} instead.", param=name)
+    cap = body.get("max_output_tokens")
+    if cap is not None and (not isinstance(cap, int) or cap < 16):
+        raise Reject(400, "Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 16, but got "
+                          f"{cap} instead.", param="max_output_tokens")
+    if body.get("stream_options") is not None and not body.get("stream"):
+        raise Reject(400, "The 'stream_options' parameter is only allowed when 'stream' is enabled.")
+    if (body.get("reasoning") or {}).get("effort") and not REASONING_MODEL.match(body["model"]):
+        raise Reject(400, "Unsupported parameter: 'reasoning.effort' is not supported with this model.",
+                     param="reasoning.effort")
+    if body.get("previous_response_id"):  # nothing is stored here
+        raise Reject(400, f"Previous response with id '{body['previous_response_id']}' not found.",
+                     param="previous_response_id")
+    items = responses_items(body)
+    if not isinstance(items, list):
+        raise Reject(400, "Invalid type for 'input': expected one of a string or array of input items, but got "
+                          f"{type(items).__name__} instead.", param="input")
+    calls: list[str] = []
+    outputs: list[str] = []
+    for i, item in enumerate(items):
+        kind = validate_responses_item(item, f"input[{i}]", body.get("store"))
+        if kind == "function_call":
+            calls.append(item["call_id"])
+        elif kind == "function_call_output":
+            if item["call_id"] not in calls:
+                raise Reject(400, f"No tool call found for function call output with call_id {item['call_id']}.",
+                             param="input")
+            outputs.append(item["call_id"])
+    for call_id in calls:
+        if call_id not in outputs:
+            raise Reject(400, f"No tool output found for function call {call_id}.", param="input")
+    names = validate_responses_tools(body.get("tools"))
+    choice = body.get("tool_choice")
+    if isinstance(choice, str) and choice not in ("auto", "none", "required"):
+        raise Reject(400, f"Invalid value: '{choice}'. Supported values are: 'none', 'auto', and 'required'.",
+                     param="tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "function" and choice.get("name") not in names:
+        raise Reject(400, f"Tool choice 'function' with name '{choice.get('name')}' not found in 'tools' parameter.",
+                     param="tool_choice")
+    fmt = (body.get("text") or {}).get("format")
+    if fmt is not None:
+        if fmt.get("type") not in ("text", "json_object", "json_schema"):
+            raise Reject(400, f"Invalid value: '{fmt.get('type')}'. Supported values are: 'text', 'json_object', and "
+                              "'json_schema'.", param="text.format.type")
+        if fmt["type"] == "json_schema":
+            for field in ("name", "schema"):
+                if field not in fmt:
+                    raise Reject(400, f"Missing required parameter: 'text.format.{field}'.",
+                                 param=f"text.format.{field}")
+
+
+def validate_responses_item(item: Any, where: str, store: Any) -> str:
+    if not isinstance(item, dict):
+        raise Reject(400, f"Invalid type for '{where}': expected an input item, but got {type(item).__name__} "
+                          "instead.", param=where)
+    kind = item.get("type") or ("message" if "role" in item else None)
+    if kind is None:
+        raise Reject(400, f"Missing required parameter: '{where}.type'.", param=f"{where}.type")
+    if kind in RESPONSES_OTHER_ITEMS:
+        return kind
+    if kind not in RESPONSES_ITEMS:
+        raise Reject(400, f"Invalid value: '{kind}'. Supported values are: "
+                          f"{one_of([*RESPONSES_ITEMS, *sorted(RESPONSES_OTHER_ITEMS)])}.", param=f"{where}.type")
+    responses_unknown(item, RESPONSES_ITEMS[kind], where + ".")
+    if kind == "message":
+        role = item.get("role")
+        if role not in ("user", "assistant", "system", "developer"):
+            raise Reject(400, f"Invalid value: '{role}'. Supported values are: 'assistant', 'system', 'developer', "
+                              "and 'user'.", param=f"{where}.role")
+        content = item.get("content")
+        if isinstance(content, str):
+            return kind
+        if not isinstance(content, list):
+            raise Reject(400, f"Invalid type for '{where}.content': expected one of a string or array of input "
+                              f"content, but got {type(content).__name__} instead.", param=f"{where}.content")
+        allowed = ("output_text", "refusal") if role == "assistant" else ("input_text", "input_image", "input_file")
+        for j, part in enumerate(content):
+            at = f"{where}.content[{j}]"
+            ptype = part.get("type") if isinstance(part, dict) else None
+            if ptype not in allowed:  # e.g. input_text in an assistant message
+                raise Reject(400, f"Invalid value: '{ptype}'. Supported values are: {one_of(allowed)}.",
+                             param=f"{at}.type")
+            responses_unknown(part, RESPONSES_PARTS[ptype], at + ".")
+            if ptype in ("input_text", "output_text") and not isinstance(part.get("text"), str):
+                raise Reject(400, f"Missing required parameter: '{at}.text'.", param=f"{at}.text")
+            if ptype == "input_image":
+                url = part.get("image_url")
+                if not url and not part.get("file_id"):
+                    raise Reject(400, f"Missing required parameter: '{at}.image_url'.", param=f"{at}.image_url")
+                if url and not re.match(r"(https?://|data:image/(png|jpeg|gif|webp);base64,)", url):
+                    raise Reject(400, f"Invalid '{at}.image_url'. Expected a base64-encoded data URL with an image "
+                                      "MIME type (e.g. 'data:image/png;base64,aW1nIGJ5dGVzIGhlcmU='), but got an "
+                                      "unsupported value.", param=f"{at}.image_url")
+                if part.get("detail", "auto") not in ("low", "high", "auto"):
+                    raise Reject(400, f"Invalid value: '{part['detail']}'. Supported values are: 'low', 'high', and "
+                                      "'auto'.", param=f"{at}.detail")
+    elif kind in ("function_call", "function_call_output"):
+        for field in ("call_id", "name", "arguments") if kind == "function_call" else ("call_id",):
+            if not isinstance(item.get(field), str):
+                raise Reject(400, f"Missing required parameter: '{where}.{field}'.", param=f"{where}.{field}")
+        if kind == "function_call_output" and not isinstance(item.get("output"), (str, list)):
+            raise Reject(400, f"Missing required parameter: '{where}.output'.", param=f"{where}.output")
+    elif kind == "reasoning":
+        if not isinstance(item.get("summary"), list):
+            raise Reject(400, f"Missing required parameter: '{where}.summary'.", param=f"{where}.summary")
+        if store is False and item.get("id") and not item.get("encrypted_content"):
+            raise Reject(404, f"Item with id '{item['id']}' not found. Items are not persisted when `store` is set "
+                              "to false. Try again with `store` set to true, or remove this item from your input.",
+                         param="input")
+    else:  # item_reference: nothing is stored here
+        raise Reject(404, f"Item with id '{item.get('id')}' not found.", param="input")
+    return kind
+
+
+def validate_responses_tools(tools: Any) -> set[str]:
+    names: set[str] = set()
+    for j, tool in enumerate(tools or ()):
+        at = f"tools[{j}]"
+        if not isinstance(tool, dict) or "type" not in tool:
+            raise Reject(400, f"Missing required parameter: '{at}.type'.", param=f"{at}.type")
+        if tool["type"] not in RESPONSES_TOOLS:
+            raise Reject(400, f"Invalid value: '{tool['type']}'. Supported values are: "
+                              f"{one_of(sorted(RESPONSES_TOOLS))}.", param=f"{at}.type")
+        if tool["type"] != "function":
+            continue
+        if not isinstance(tool.get("name"), str):  # e.g. a chat completions tool ({"function": {...}})
+            raise Reject(400, f"Missing required parameter: '{at}.name'.", param=f"{at}.name")
+        responses_unknown(tool, FUNCTION_TOOL_FIELDS, at + ".")
+        if not re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", tool["name"]):
+            raise Reject(400, f"Invalid '{at}.name': string does not match pattern. Expected a string that matches "
+                              "the pattern '^[a-zA-Z0-9_-]+$'.", param=f"{at}.name")
+        if tool.get("strict") is not False:  # strict is the default in the Responses API
+            strict_schema(tool["name"], tool.get("parameters"), "()", at)
+        names.add(tool["name"])
+    return names
+
+
+def strict_schema(name: str, schema: Any, context: str, at: str) -> None:
+    """Strict mode's rules: every object closes (additionalProperties false) and requires every property."""
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        return
+    prefix = f"Invalid schema for function '{name}': In context={context}, "
+    if schema.get("additionalProperties") is not False:
+        raise Reject(400, prefix + "'additionalProperties' is required to be supplied and to be false.",
+                     param=f"{at}.parameters")
+    properties = schema.get("properties") or {}
+    missing = [key for key in properties if key not in (schema.get("required") or ())]
+    if missing:
+        raise Reject(400, prefix + "'required' is required to be supplied and to be an array including every key "
+                                   f"in properties. Missing '{missing[0]}'.", param=f"{at}.parameters")
+    for key, sub in properties.items():
+        strict_schema(name, sub, f"('properties', '{key}')", at)
+
+
+def responses_results(items: list) -> list[str]:
+    """The outputs of the trailing function_call_output items, in order."""
+    results: list[str] = []
+    for item in reversed(items):
+        if item.get("type") != "function_call_output":
+            break
+        out = item["output"]
+        results.insert(0, out if isinstance(out, str) else "".join(p.get("text", "") for p in out))
+    return results
+
+
+def responses_output(body: dict) -> tuple[list[dict], str]:
+    """The output items and the response status: what the scenario answers to this body."""
+    name = scenario()["name"]
+    output: list[dict] = []
+    if REASONING_MODEL.match(body["model"]):  # reasoning models always reason; a summary only when asked
+        reasoning = body.get("reasoning") or {}
+        item: dict[str, Any] = {"id": "rs_" + secrets.token_hex(24), "type": "reasoning", "summary": [
+            {"type": "summary_text", "text": THINKING}] if reasoning.get("summary") else []}
+        if "reasoning.encrypted_content" in (body.get("include") or ()):
+            item["encrypted_content"] = "gAAAAA" + base64.b64encode(secrets.token_bytes(48)).decode()
+        output.append(item)
+    results = responses_results(responses_items(body))
+    if name == "tool" and not results:
+        return output + [{"id": "fc_" + secrets.token_hex(24), "type": "function_call", "status": "completed",
+                          "arguments": json.dumps(a), "call_id": "call_" + secrets.token_urlsafe(18).replace("-", "x")
+                          .replace("_", "y"), "name": "get_weather"} for a in tool_args()], "completed"
+    status, part = "completed", None
+    if name == "tool":
+        text = "The weather: " + " | ".join(results)
+    elif name == "refusal":
+        text, part = "", {"type": "refusal", "refusal": REFUSAL}
+    elif name == "json":
+        text = JSON_TEXT
+    elif name == "length":
+        text, status = TEXT[:9], "incomplete"
+    elif name == "image":
+        text = image_report(body, "responses")
+    else:
+        text = TEXT
+    part = part or {"type": "output_text", "annotations": [], "logprobs": [], "text": text}
+    output.append({"id": "msg_" + secrets.token_hex(24), "type": "message", "status": status, "content": [part],
+                   "role": "assistant"})
+    return output, status
+
+
+def response_object(body: dict, output: list[dict], status: str) -> dict:
+    reasoning = body.get("reasoning") or {}
+    tools = [{"type": "function", "description": None, **t, "strict": t.get("strict") is not False}
+             if t.get("type") == "function" else t for t in body.get("tools") or ()]
+    return {
+        "id": "resp_" + secrets.token_hex(24), "object": "response", "created_at": 1760000000, "status": status,
+        "background": False, "billing": {"payer": "developer"}, "error": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
+        "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
+        "max_tool_calls": None, "model": body["model"] + "-2024-08-06", "output": output,
+        "parallel_tool_calls": body.get("parallel_tool_calls", True), "previous_response_id": None,
+        "prompt_cache_key": None, "prompt_cache_retention": None,
+        "reasoning": {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")},
+        "safety_identifier": None, "service_tier": "default", "store": body.get("store", True),
+        "temperature": body.get("temperature", 1.0),
+        "text": {"format": (body.get("text") or {}).get("format") or {"type": "text"}, "verbosity": "medium"},
+        "tool_choice": body.get("tool_choice", "auto"), "tools": tools, "top_logprobs": 0,
+        "top_p": body.get("top_p", 1.0), "truncation": body.get("truncation", "disabled"), "usage": RESPONSES_USAGE,
+        "user": None, "metadata": body.get("metadata") or {}}
+
+
+def responses_events(resp: dict, fail: bool) -> list[dict]:
+    """The stream of ``resp``: created, in_progress, each item added / its parts and deltas / done, then
+    completed (or incomplete). ``fail``: a response.failed right after the first delta instead."""
+    events: list[dict] = []
+
+    def ev(kind: str, **fields: Any) -> None:
+        events.append({"type": kind, "sequence_number": len(events), **fields})
+
+    def deltas(kind: str, text: str, size: int, **where: Any) -> bool:
+        """The deltas of ``text``; False when the stream fails after the first."""
+        for start in range(0, len(text), size):
+            ev(kind, **where, delta=text[start:start + size], obfuscation=secrets.token_urlsafe(4))
+            if fail:
+                return False
+        return True
+
+    def item_events(index: int, item: dict) -> bool:
+        where = {"item_id": item["id"], "output_index": index}
+        empty = {"message": {"content": []}, "function_call": {"arguments": ""}, "reasoning": {"summary": []}}
+        ev("response.output_item.added", output_index=index, item={**item, "status": "in_progress",
+                                                                    **empty[item["type"]]})
+        if item["type"] == "message":
+            for c, part in enumerate(item["content"]):
+                key, kind = ("text", "output_text") if part["type"] == "output_text" else ("refusal", "refusal")
+                extra = {"logprobs": []} if key == "text" else {}
+                ev("response.content_part.added", **where, content_index=c, part={**part, key: ""})
+                if not deltas(f"response.{kind}.delta", part[key], 4, **where, content_index=c, **extra):
+                    return False
+                ev(f"response.{kind}.done", **where, content_index=c, **{key: part[key]}, **extra)
+                ev("response.content_part.done", **where, content_index=c, part=part)
+        elif item["type"] == "function_call":
+            if not deltas("response.function_call_arguments.delta", item["arguments"], 8, **where):
+                return False
+            ev("response.function_call_arguments.done", **where, arguments=item["arguments"])
+        else:
+            for s, part in enumerate(item["summary"]):
+                ev("response.reasoning_summary_part.added", **where, summary_index=s, part={**part, "text": ""})
+                if not deltas("response.reasoning_summary_text.delta", part["text"], 6, **where, summary_index=s):
+                    return False
+                ev("response.reasoning_summary_text.done", **where, summary_index=s, text=part["text"])
+                ev("response.reasoning_summary_part.done", **where, summary_index=s, part=part)
+        ev("response.output_item.done", output_index=index, item=item)
+        return True
+
+    head = {**resp, "status": "in_progress", "output": [], "usage": None, "incomplete_details": None}
+    ev("response.created", response=head)
+    ev("response.in_progress", response=head)
+    if all(item_events(index, item) for index, item in enumerate(resp["output"])):
+        ev("response.completed" if resp["status"] == "completed" else "response.incomplete", response=resp)
+    else:
+        ev("response.failed", response={**head, "status": "failed", "error": {
+            "code": "server_error", "message": "An error occurred while processing your request. You can retry your "
+                                               "request, or contact us through our help center."}})
+    return events
+
+
+class OpenAIResponses(OpenAIChat):
+    provider = "openai"
+
+    async def post(self) -> None:
+        if self.refused_key():
+            return
+        try:
+            body = self.json_body()
+            validate_responses(body)
+        except Reject as exc:
+            return self.fail(exc.status, exc.message, param=exc.param)
+        if self.forced_fail():
+            return
+        output, status = responses_output(body)
+        resp = response_object(body, output, status)
+        self.set_header("x-request-id", "req_" + secrets.token_hex(8))
+        if not body.get("stream"):
+            return self.finish(resp)
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        events = responses_events(resp, bool(self.forced_error()))
+        await self.pieces(b"".join(sse_event(e["type"], e) for e in events))
+        self.finish()
+
+
+# ---------------------------------------------------------------- embeddings
+# https://platform.openai.com/docs/api-reference/embeddings, https://ai.google.dev/api/embeddings
+
+OPENAI_EMBED = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
+COMPAT_EMBED = {"nomic-embed-text": 768, "all-minilm": 384}
+GEMINI_EMBED = {"gemini-embedding-001": 3072, "text-embedding-004": 768}
+GEMINI_TASKS = {"TASK_TYPE_UNSPECIFIED", "RETRIEVAL_QUERY", "RETRIEVAL_DOCUMENT", "SEMANTIC_SIMILARITY",
+                "CLASSIFICATION", "CLUSTERING", "QUESTION_ANSWERING", "FACT_VERIFICATION", "CODE_RETRIEVAL_QUERY"}
+
+
+def embed_vector(model: str, item: str | list[int], dims: int | None = None) -> list[float]:
+    """The embedding answered for one input: deterministic, unit length, float32 values (exact through
+    a base64 round trip). A shortened one is the full vector's head normalised again, as OpenAI
+    documents for ``dimensions``."""
+    full = {**OPENAI_EMBED, **COMPAT_EMBED, **GEMINI_EMBED}[model]
+    rng = random.Random(hashlib.sha256(json.dumps([model, item], ensure_ascii=False).encode()).digest())
+    head = [rng.uniform(-1, 1) for _ in range(full)][:dims or full]
+    norm = math.sqrt(sum(v * v for v in head))
+    return list(struct.unpack(f"<{len(head)}f", struct.pack(f"<{len(head)}f", *(v / norm for v in head))))
+
+
+def embed_tokens(item: str | list[int]) -> int:
+    """This upstream's token count of one input (words and punctuation; a token array counts itself)."""
+    return len(item) if isinstance(item, list) else len(re.findall(r"\w+|[^\w\s]", item))
+
+
+def embed_inputs(raw: Any, compat: bool) -> list[str | list[int]]:
+    """``input``: a string, an array of strings, an array of token ids or an array of such arrays."""
+    bad = Reject(400, "invalid input type" if compat else
+                 "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.",
+                 param=None if compat else "input")
+
+    def tokens(value: Any) -> bool:
+        return not compat and isinstance(value, list) and bool(value) and all(
+            isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 200_000 for t in value)
+    if isinstance(raw, str) or tokens(raw):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw or len(raw) > 2048:
+        raise bad
+    for item in raw:
+        if not (isinstance(item, str) and item or tokens(item)):
+            raise bad
+    return raw
+
+
+class OpenAIEmbeddings(OpenAIChat):
+    provider = "openai"
+
+    async def post(self) -> None:
+        if self.refused_key():
+            return
+        try:
+            body = self.json_body()
+            model, inputs, dims, base64_out = self.validate(body)
+        except Reject as exc:
+            return self.fail(exc.status, exc.message, kind=exc.kind, code="model_not_found" if exc.status == 404
+                             and not self.compat else None, param=exc.param)
+        if self.forced_fail():
+            return
+        vectors = [embed_vector(model, item, dims) for item in inputs]
+        tokens = sum(embed_tokens(item) for item in inputs)
+        data = [{"object": "embedding", "index": i,
+                 "embedding": base64.b64encode(struct.pack(f"<{len(v)}f", *v)).decode() if base64_out else v}
+                for i, v in enumerate(vectors)]
+        self.finish({"object": "list", "data": data, "model": model,
+                     "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    def validate(self, body: Any) -> tuple[str, list, int | None, bool]:
+        """OpenAI is strict; the Ollama-like server ignores fields it does not know and answers floats."""
+        if not isinstance(body, dict):
+            raise Reject(400, "Invalid body: expected an object.")
+        if not self.compat:
+            for name in body:
+                if name not in ("input", "model", "dimensions", "encoding_format", "user"):
+                    raise Reject(400, f"Unrecognized request argument supplied: {name}")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise Reject(400, "you must provide a model parameter")
+        models = COMPAT_EMBED if self.compat else OPENAI_EMBED
+        if model not in models:
+            raise Reject(404, f'model "{model}" not found, try pulling it first', "api_error") if self.compat else \
+                Reject(404, f"The model `{model}` does not exist or you do not have access to it.")
+        inputs = embed_inputs(body.get("input"), self.compat)
+        dims = body.get("dimensions")
+        if dims is not None and not self.compat and model == "text-embedding-ada-002":
+            raise Reject(400, "This model does not support specifying dimensions.", param="dimensions")
+        if dims is not None and (not isinstance(dims, int) or not 1 <= dims <= models[model]):
+            raise Reject(400, f"Invalid value for 'dimensions' = {dims}. Must be between 1 and {models[model]}.",
+                         param="dimensions")
+        encoding = body.get("encoding_format", "float")
+        if not self.compat and encoding not in ("float", "base64"):
+            raise Reject(400, f"Invalid value for 'encoding_format' = {encoding}. Supported values: ['float', "
+                              "'base64'].", param="encoding_format")
+        return model, inputs, dims, encoding == "base64" and not self.compat
 
 
 # ---------------------------------------------------------------- Anthropic
@@ -747,6 +1225,75 @@ class GeminiGenerate(Base):
         self.finish()
 
 
+class GeminiEmbed(GeminiGenerate):
+    """``:embedContent`` (one ``content``) and ``:batchEmbedContents`` (``requests``, each naming the
+    model). The Gemini API reports no token usage for embeddings."""
+
+    async def post(self, version: str, model: str, method: str) -> None:  # type: ignore[override]
+        key = self.request.headers.get("x-goog-api-key") or self.get_query_argument("key", "")
+        if not key.startswith("gemini-upstream"):
+            self.json_body()
+            return self.fail(400, "API key not valid. Please pass a valid API key.")
+        try:
+            body = self.json_body()
+            texts, dims = self.validate(body, version, model, method)
+        except Reject as exc:
+            return self.fail(exc.status, exc.message)
+        forced = self.forced_error()
+        if forced and not forced.get("midstream"):
+            return self.fail(forced["status"], GEMINI_MESSAGES.get(forced["status"], "error"))
+        vectors = [{"values": embed_vector(model, text, dim)} for text, dim in zip(texts, dims, strict=True)]
+        self.finish({"embedding": vectors[0]} if method == "embedContent" else {"embeddings": vectors})
+
+    @staticmethod
+    def validate(body: Any, version: str, model: str, method: str) -> tuple[list[str], list[int | None]]:
+        if model not in GEMINI_EMBED:
+            raise Reject(404, f"models/{model} is not found for API version {version}, or is not supported for "
+                              f"{method}. Call ListModels to see the list of available models and their supported "
+                              "methods.")
+        if not isinstance(body, dict):
+            raise Reject(400, "Invalid JSON payload received.")
+        request_name = "BatchEmbedContentsRequest" if method == "batchEmbedContents" else "EmbedContentRequest"
+        if method == "batchEmbedContents":
+            unknown(body, {"requests"}, "")
+            requests = body.get("requests")
+            if not isinstance(requests, list) or not requests:
+                raise Reject(400, "* BatchEmbedContentsRequest.requests: requests is not specified\n")
+            if len(requests) > 100:
+                raise Reject(400, "* BatchEmbedContentsRequest.requests: at most 100 requests can be in one batch\n")
+            wheres = [f"requests[{i}]" for i in range(len(requests))]
+        else:
+            requests, wheres = [body], [""]
+        texts, dims = [], []
+        for request, where in zip(requests, wheres, strict=True):
+            unknown(request, {"model", "content", "taskType", "title", "outputDimensionality"}, where)
+            named = request.get("model")
+            if (named is not None or method == "batchEmbedContents") and named != f"models/{model}":
+                raise Reject(400, f"* {request_name}.{where + '.' if where else ''}model: the model of each request "
+                                  f"must be the batch's model, models/{model}\n")
+            content = request.get("content")
+            parts = content.get("parts") if isinstance(content, dict) else None
+            if not parts:
+                raise Reject(400, f"* {request_name}.{where + '.' if where else ''}content.parts: contents.parts must "
+                                  "not be empty.\n")
+            unknown(content, {"parts", "role"}, f"{where}.content".lstrip("."))
+            for part in parts:
+                unknown(part, GEMINI_PART, f"{where}.content.parts[0]".lstrip("."))
+                if not isinstance(part.get("text"), str):
+                    raise Reject(400, f"{model} embeds text only.")
+            task = request.get("taskType", request.get("task_type"))
+            if task is not None and task not in GEMINI_TASKS:
+                raise Reject(400, f"Invalid value at '{where + '.' if where else ''}task_type' "
+                                  f"(type.googleapis.com/google.ai.generativelanguage.{version}.TaskType), \"{task}\"")
+            dim = request.get("outputDimensionality", request.get("output_dimensionality"))
+            if dim is not None and (not isinstance(dim, int) or not 1 <= dim <= GEMINI_EMBED[model]):
+                raise Reject(400, f"* {request_name}.{where + '.' if where else ''}output_dimensionality: must be "
+                                  f"between 1 and {GEMINI_EMBED[model]}\n")
+            texts.append(" ".join(p["text"] for p in parts))
+            dims.append(dim)
+        return texts, dims
+
+
 GEMINI_MODELS = [
     {"name": "models/gemini-2.5-flash", "version": "001", "displayName": "Gemini 2.5 Flash",
      "description": "Stable version of Gemini 2.5 Flash", "inputTokenLimit": 1048576, "outputTokenLimit": 65536,
@@ -789,6 +1336,12 @@ def image_report(body: dict, provider: str) -> str:
             for part in msg.get("content") if isinstance(msg.get("content"), list) else ():
                 if part.get("type") == "image_url":
                     head, _, data = part["image_url"]["url"].partition(",")
+                    found.append((head[5:].split(";")[0], len(base64.b64decode(data, validate=True))))
+    elif provider == "responses":
+        for item in responses_items(body):
+            for part in item.get("content") if isinstance(item.get("content"), list) else ():
+                if part.get("type") == "input_image" and part.get("image_url"):
+                    head, _, data = part["image_url"].partition(",")
                     found.append((head[5:].split(";")[0], len(base64.b64decode(data, validate=True))))
     elif provider == "anthropic":
         for msg in body["messages"]:
@@ -836,9 +1389,12 @@ def app() -> tornado.web.Application:
         (r"/_ctl/(?:scenario|requests)", Control),
         (r"/(?:openai|compat)/v1/chat/completions", OpenAIChat),
         (r"/(?:openai|compat)/v1/models", OpenAIModels),
+        (r"/openai/v1/responses", OpenAIResponses),
+        (r"/(?:openai|compat)/v1/embeddings", OpenAIEmbeddings),
         (r"/anthropic/v1/messages", AnthropicMessages),
         (r"/anthropic/v1/models", AnthropicModels),
         (r"/gemini/(v1beta|v1)/models/([^/:]+):(generateContent|streamGenerateContent)", GeminiGenerate),
+        (r"/gemini/(v1beta|v1)/models/([^/:]+):(embedContent|batchEmbedContents)", GeminiEmbed),
         (r"/gemini/(v1beta|v1)/models", GeminiModels),
         (r".*", Fallback),
     ])
