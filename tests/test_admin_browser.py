@@ -19,7 +19,7 @@ from conftest import ADMIN_PASSWORD, ADMIN_USER, SUMMARY, GatewayServer, admin_o
 
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
-PAGES = ("clients", "providers", "usage", "settings")
+PAGES = ("clients", "providers", "routes", "usage", "settings")
 PROVIDER_KEY = "sk-browser-provider-secret-7391"
 
 
@@ -110,7 +110,7 @@ def test_admin_journey(page, ui_gateway: GatewayServer, fake_upstream: str, scre
     shoot(page, screenshots, "provider-dialog-desktop")
     dialog.get_by_role("button", name="Add provider").click()
     row = page.locator("#providers-table tr[data-name='browser-upstream']")
-    expect(row).to_contain_text("set")
+    expect(row).to_contain_text(f"…{PROVIDER_KEY[-4:]} ×1 ok")  # its last characters, weight and state: never the key
     assert PROVIDER_KEY not in page.content()
     row.get_by_role("button", name="Test browser-upstream").click()
     expect(page.locator("#test-result")).to_contain_text("✓ browser-upstream answered")
@@ -178,6 +178,38 @@ def test_admin_journey(page, ui_gateway: GatewayServer, fake_upstream: str, scre
     page.goto("/admin/settings")
     expect(page.locator("#facts")).to_contain_text("aigateway")
     shoot(page, screenshots, "settings-desktop")
+
+
+def test_a_route_made_in_the_ui_serves_a_client_allowed_it_on_its_dialog(page, ui_gateway: GatewayServer):
+    """Routes page: add a route whose first target is a provider that cannot answer; the client's
+    dialog allows it; the client's request falls back to the second target. The providers page
+    shows each key's state, never the key."""
+    log_in(page)
+    page.goto("/admin/routes")
+    page.get_by_role("button", name="Add route").click()
+    page.get_by_label("Model name").fill("ui-smart")
+    page.get_by_label("Targets").fill("nowhere gpt-4o\nfake-anthropic claude-sonnet-4-20250514")
+    page.get_by_role("button", name="Add route").last.click()
+    expect(page.locator("#r-targets-error")).to_contain_text("nowhere")  # an unknown provider: refused, nothing saved
+    page.get_by_label("Targets").fill("fake-gemini gemini-2.0-flash\nfake-anthropic claude-sonnet-4-20250514")
+    page.get_by_label("Falls back on").fill("429, 500, 503")
+    page.get_by_role("button", name="Add route").last.click()
+    row = page.locator("#routes-table tr[data-name='ui-smart']")
+    expect(row).to_contain_text("fake-gemini")
+    expect(row).to_contain_text("429, 500, 503")
+    key = ui_gateway.add_client("ui-routed")
+    page.goto("/admin/clients")
+    page.get_by_role("button", name="Edit ui-routed").click()
+    page.get_by_label("Routes").fill("ui-smart")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.locator("#toast")).to_contain_text("ui-routed")
+    client = openai.OpenAI(base_url=ui_gateway.url + "/v1", api_key=key, max_retries=0)
+    reply = client.chat.completions.create(model="ui-smart", messages=[{"role": "user", "content": "hi #fake:x=1"}])
+    assert reply.choices[0].message.content == "Echo: hi"
+    page.goto("/admin/providers")
+    keys = page.locator("#providers-table tr[data-name='fake-anthropic'] ul.keys")
+    expect(keys).to_contain_text("ok")
+    assert "sk-ant-upstream-secret" not in page.content()
 
 
 def test_settings_errors_show_next_to_the_field(page, ui_gateway: GatewayServer):

@@ -24,7 +24,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 ADMIN_HEADERS = (("Content-Security-Policy", CSP), ("Cross-Origin-Opener-Policy", "same-origin"),
                  ("Permissions-Policy", "camera=(), microphone=(), geolocation=()"))
 COOKIE_PATH = "/admin"
-PAGES = ("clients", "providers", "settings", "usage")
+PAGES = ("clients", "providers", "routes", "settings", "usage")
 _ERROR_TYPES = {400: "invalid_request", 401: "authentication", 403: "permission", 404: "not_found",
                 405: "method_not_allowed", 409: "conflict", 429: "rate_limited"}
 

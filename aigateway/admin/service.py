@@ -98,6 +98,7 @@ def meta(gw: Gateway, username: str) -> dict:
         "provider_types": {name: {"format": t.format, "base_url": t.base_url, "needs_base_url": not t.base_url}
                            for name, t in PROVIDER_TYPES.items()},
         "providers": list(gw.config.providers),
+        "routes": list(gw.config.routes),
     }
 
 
@@ -259,9 +260,22 @@ async def delete_client(gw: Gateway, client_id: int) -> dict:
 _PROVIDER_BODY = ("name", "type", "api_key", "base_url", "default_model", "allowed_models", "timeout_seconds", "api")
 
 
+def key_states(gw: Gateway, name: str) -> list[dict]:
+    """The provider's key pool as an admin sees it: each key's label, last four characters (of a
+    key of 12 or more), weight and state; never the key."""
+    pool, now = gw.pools.get(name), time.time()
+    out = []
+    for k in pool.keys if pool else ():
+        state = k.state(now)
+        until = k.failed_until if state == "failed" else max([t for t in k.resting.values() if t > now], default=0)
+        out.append({"label": k.label, "tail": k.tail, "weight": k.weight, "state": state,
+                    "until": until or None, "error": k.error if state != "ok" else ""})
+    return out
+
+
 def provider_out(gw: Gateway, name: str) -> dict:
     """A provider as the admin API shows it: every setting except the key, of which only whether
-    one is set (the key is write-only: no admin response ever carries it)."""
+    one is set (the key is write-only: no admin response ever carries it), and its pool's state."""
     raw = gw.config.data["providers"][name]
     provider = gw.config.providers[name]
     return {
@@ -274,6 +288,7 @@ def provider_out(gw: Gateway, name: str) -> dict:
         "timeout_seconds": raw.get("timeout_seconds") or int(provider.timeout_seconds),
         "api": provider.api,
         "api_key_set": bool(provider.api_key),
+        "keys": key_states(gw, name),
         "clients": sum(1 for c in gw.keys.clients() if c["provider"] == name),
     }
 

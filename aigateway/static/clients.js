@@ -26,8 +26,14 @@
       hint: "Used when a request names no model." }),
     field("c", { name: "base_url", label: "Base URL override", type: "url", placeholder: "the provider's endpoint",
       hint: "For example another Ollama box: http://10.0.0.5:11434/v1" }),
+    field("c", { name: "allowed_providers", label: "Other backends", placeholder: "none",
+      hint: `Further providers it may reach, as provider/model or by their allowed models. Comma-separated: ${meta.providers.join(", ")}.` }),
+    field("c", { name: "allowed_routes", label: "Routes", placeholder: "none",
+      hint: meta.routes.length ? `Model names with fallbacks (Routes page): ${meta.routes.join(", ")}.`
+        : "No routes yet (Routes page)." }),
     field("c", { name: "key_type", label: "Key type", type: "select", options: keyTypeOptions }),
   );
+  const LISTS = ["allowed_providers", "allowed_routes"];
   $("client-prompt-field").append(field("c", { name: "system_prompt", label: "System prompt", type: "textarea",
     wide: true, rows: 4, placeholder: "Prepended as a system message to every request (optional)" }));
   for (const limit of meta.limits) {
@@ -82,6 +88,7 @@
       for (const name of ["name", "provider", "default_model", "base_url", "system_prompt"]) {
         form.elements[name].value = client[name] || "";
       }
+      for (const name of LISTS) form.elements[name].value = (client[name] || []).join(", ");
       for (const limit of meta.limits) {
         const value = client[limit.field];
         form.elements[limit.field].value = value === null ? "" : value;
@@ -107,6 +114,7 @@
     for (const name of ["name", "provider", "default_model", "base_url", "system_prompt"]) {
       body[name] = form.elements[name].value;
     }
+    for (const name of LISTS) body[name] = form.elements[name].value.split(/[\s,]+/).filter(Boolean);
     for (const limit of meta.limits) {
       const text = form.elements[limit.field].value.trim();
       body[limit.field] = text === "" ? null : Number(text);

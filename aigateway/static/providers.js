@@ -77,7 +77,7 @@
       cell("Default model", p.default_model || h("span", { class: "muted" }, "none")),
       cell("Allowed models", models),
       h("td", { "data-label": "Timeout", class: "num" }, `${p.timeout_seconds} s`),
-      cell("API key", p.api_key_set ? h("span", { class: "badge ok" }, "set") : h("span", { class: "badge off" }, "not set")),
+      cell("API keys", p.api_key_set ? keyList(p.keys) : h("span", { class: "badge off" }, "not set")),
       h("td", { "data-label": "Clients", class: "num" }, fmt.int(p.clients)),
       h("td", { class: "actions-cell" },
         h("button", { type: "button", class: "small", "aria-label": `Test ${p.name}`,
@@ -85,6 +85,18 @@
         " ",
         h("button", { type: "button", class: "small", "aria-label": `Edit ${p.name}`, onclick: () => openEditor(p) }, "Edit")),
     );
+  }
+
+  // Each key of the pool: label, last characters, weight, state (never the key itself).
+  function keyList(keys) {
+    return h("ul", { class: "keys" }, ...keys.map((k) => {
+      const name = [k.label, k.tail ? `…${k.tail}` : ""].filter(Boolean).join(" ") || "key";
+      const state = k.state === "ok" ? h("span", { class: "badge ok" }, "ok")
+        : h("span", { class: "badge off", title: k.error || "" },
+          `${k.state} until ${new Date(k.until * 1000).toLocaleTimeString()}`);
+      return h("li", { dataset: { state: k.state } }, `${name} ×${k.weight} `, state,
+        k.error ? h("span", { class: "muted key-error" }, ` ${k.error.slice(0, 120)}`) : "");
+    }));
   }
 
   // -- test connection

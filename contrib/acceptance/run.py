@@ -45,18 +45,26 @@ sys.path.insert(0, str(HERE.parent))  # contrib/procs.py
 import upstream as up  # noqa: E402  (the expected values come from the upstream's own constants)
 from procs import start  # noqa: E402
 
-BACKENDS = ("openai", "anthropic", "gemini", "compat")
+BACKENDS = ("openai", "anthropic", "gemini", "compat", "responses")  # responses: an OpenAI Responses API upstream
 MODELS = {"openai": "gpt-4o", "anthropic": "claude-sonnet-4-5-20250929", "gemini": "gemini-2.5-flash",
-          "compat": "llama3.2"}
+          "compat": "llama3.2", "responses": "gpt-4o"}
 SDKS = ("openai", "anthropic", "genai-v1beta", "genai-v1", "genai-default")  # default: the SDK's own choice
+# The Responses backend differs from the others in its upstream only: one Gemini API version is enough there.
+BACKEND_SDKS = {"responses": ("openai", "anthropic", "genai-v1beta")}
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2  # base64 of it has '+' and '/'
 WEATHER = {"type": "object", "properties": {"city": {"type": "string"}, "unit": {"type": "string"}},
            "required": ["city"], "additionalProperties": False}
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "integer"}, "city": {"type": "string"}},
           "required": ["answer", "city"], "additionalProperties": False}
 ERRORS = {"openai": (429, 500, 503, 400), "compat": (429, 500, 400), "anthropic": (429, 500, 529, 400),
-          "gemini": (429, 500, 503, 400)}
+          "gemini": (429, 500, 503, 400), "responses": (429, 500, 503, 400)}
 TOOL_RESULT = '{"temp_c": 4, "sky": "cloudy"}'
+RESPONSES_TOOL = {"type": "function", "name": "get_weather", "description": "Weather", "parameters": WEATHER,
+                  "strict": False}  # the Responses API's default is strict, which WEATHER (unit optional) is not
+EMBED_MODELS = {"openai": "text-embedding-3-small", "responses": "text-embedding-3-large", "compat": "nomic-embed-text",
+                "gemini": "gemini-embedding-001", "anthropic": "voyage-3.5"}
+EMBED_TEXTS = ["Héllo wörld 👋", "日本語のテキスト, ok.", "x"]
+TOKEN_INPUTS = [[9906, 1917, 0], [15339]]
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,10 @@ def upstream_usage(backend: str, scenario: str) -> Usage:
                      0, u["completion_tokens_details"]["reasoning_tokens"])
     if backend == "compat":
         return Usage(up.COMPAT_USAGE["prompt_tokens"], up.COMPAT_USAGE["completion_tokens"])
+    if backend == "responses":
+        u = up.RESPONSES_USAGE
+        return Usage(u["input_tokens"], u["output_tokens"], u["input_tokens_details"]["cached_tokens"], 0,
+                     u["output_tokens_details"]["reasoning_tokens"])
     if backend == "anthropic":
         u = up.ANTHROPIC_USAGE
         return Usage(u["input_tokens"] + u["cache_read_input_tokens"] + u["cache_creation_input_tokens"],
@@ -120,8 +132,10 @@ class World:
                            "default_model": MODELS["gemini"], "timeout_seconds": 20},
             "acc-compat": {"type": "openai_compatible", "base_url": u + "/compat/v1", "default_model": "llama3.2",
                            "timeout_seconds": 20},
+            "acc-responses": {"type": "openai", "api": "responses", "api_key": "sk-upstream-responses-0123456789",
+                              "base_url": u + "/openai/v1", "default_model": "gpt-4o", "timeout_seconds": 20},
         }
-        for kind in ("openai", "anthropic", "gemini"):  # the provider refuses the gateway's key: a 502
+        for kind in ("openai", "anthropic", "gemini", "responses"):  # the provider refuses the gateway's key: a 502
             bad = dict(data["providers"][f"acc-{kind}"], api_key="wrong-key-0123456789")
             data["providers"][f"acc-badkey-{kind}"] = bad
         for key in data["defaults"]["rate_limit"]:  # the run sends ~150 requests a client in a minute
@@ -129,7 +143,7 @@ class World:
         self.config.write_text(yaml.safe_dump(data, sort_keys=False))
         self.gateway = start("gateway", [sys.executable, "-m", "aigateway", "run", "--config", str(self.config),
                                          "--port", "0", "--host", "127.0.0.1"], cwd=ROOT, timeout=30)
-        names = [*BACKENDS, "badkey-openai", "badkey-anthropic", "badkey-gemini"]
+        names = [*BACKENDS, "badkey-openai", "badkey-anthropic", "badkey-gemini", "badkey-responses"]
         self.keys = {b: gateway_cli(self.config, "client", "add", "--name", f"acc-{b}", "--provider", f"acc-{b}")
                      ["api_key"] for b in names}
         self.db = folder / "data" / "gateway.db"
@@ -352,6 +366,49 @@ class Driver:
         finish = {"STOP": "tool_calls" if calls else "stop", "MAX_TOKENS": "length"}.get(finish, finish)
         return Answer(text, finish, calls, usage, think, chunks)
 
+    def respond(self, items: list, *, stream: bool = False, tools: bool = False, instructions: str | None = None,
+                max_tokens: int | None = None) -> Answer:
+        """The Responses API (openai SDK): ``items`` are input items (messages, an earlier response's
+        output items, function_call_output items); streamed with ``responses.stream``."""
+        kw: dict[str, Any] = {"model": self.model, "input": items}
+        if tools:
+            kw["tools"] = [RESPONSES_TOOL]
+        if instructions:
+            kw["instructions"] = instructions
+        if max_tokens:
+            kw["max_output_tokens"] = max_tokens
+        events = None
+        if stream and max_tokens:  # the SDK's stream helper has a final response only after response.completed
+            events = list(self.client.responses.create(**kw, stream=True))
+            r = events[-1].response
+        elif stream:
+            with self.client.responses.stream(**kw) as s:
+                events = list(s)
+                r = s.get_final_response()
+        if events is not None:
+            seq = [e.sequence_number for e in events]
+            expect(seq == list(range(len(events))), f"sequence numbers {seq}")
+            kinds = [e.type for e in events]
+            terminal = "response.incomplete" if r.status == "incomplete" else "response.completed"
+            expect(kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == terminal
+                   and kinds.count(terminal) == 1, f"events {kinds}")
+            deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+            expect(deltas == r.output_text, f"text deltas {deltas!r} != {r.output_text!r}")
+            for e in events:
+                if e.type == "response.function_call_arguments.done":
+                    expect(e.arguments == r.output[e.output_index].arguments, "arguments .done differ from the item's")
+        else:
+            r = self.client.responses.create(**kw)
+        expect(r.id.startswith("resp_") and r.object == "response", f"response {r.id!r} {r.object!r}")
+        ids = [o.id for o in r.output]
+        expect(len(set(ids)) == len(ids), f"output items share an id: {ids}")
+        calls = [(o.call_id, o.name, json.loads(o.arguments)) for o in r.output if o.type == "function_call"]
+        finish = "tool_calls" if calls else {"completed": "stop", "incomplete": "length"}.get(r.status or "", r.status)
+        u = r.usage
+        usage = {"input": u.input_tokens, "output": u.output_tokens, "total": u.total_tokens,
+                 "cached": u.input_tokens_details.cached_tokens, "reasoning": u.output_tokens_details.reasoning_tokens}
+        return Answer(r.output_text, finish or "", calls, usage, "", (r, events))
+
     # -- usage in the SDK's own names
     def expected_usage(self, u: Usage) -> dict:
         if self.sdk == "openai":
@@ -409,14 +466,28 @@ class Driver:
 
 RESULTS: list[tuple[str, str, str, str]] = []  # (sdk, backend, case, outcome)
 
+# Gateway bugs this run found, reported and left to be fixed in the gateway: (sdk, backend, case) ->
+# what is wrong ("*" matches any). Such a check that fails is "KNOWN", not a failure; one that
+# passes fails the run until its entry is removed, so the list stays true.
+KNOWN: dict[tuple[str, str, str], str] = {}
+
+
+def known_bug(sdk: str, backend: str, case: str) -> str | None:
+    for (k_sdk, k_backend, k_case), why in KNOWN.items():
+        if k_sdk in ("*", sdk) and k_backend in ("*", backend) and k_case in ("*", case):
+            return why
+    return None
+
 
 def check(sdk: str, backend: str, case: str, fn: Callable[[], None], verbose: bool) -> None:
+    why = known_bug(sdk, backend, case)
     try:
         fn()
-        RESULTS.append((sdk, backend, case, "ok"))
+        RESULTS.append((sdk, backend, case, "ok" if why is None else
+                        f"FAIL passes now: remove its KNOWN entry ({why})"))
     except Exception as exc:  # noqa: BLE001  (every failure is a finding to report)
         detail = f"{type(exc).__name__}: {exc}"
-        RESULTS.append((sdk, backend, case, "FAIL " + detail[:400]))
+        RESULTS.append((sdk, backend, case, ("FAIL " if why is None else f"KNOWN {why}: ") + detail[:400]))
         if verbose:
             traceback.print_exc()
 
@@ -437,9 +508,13 @@ def last_row(world: World, backend: str, before: int) -> dict:
     raise AssertionError("no request-log row")
 
 
+INBOUND = {"openai": "openai", "anthropic": "anthropic", "genai": "gemini"}  # request_log.inbound of each SDK
+
+
 def answered(d: Driver, scenario: str, case: Callable[[], Answer], expected_text: str | None = None,
-             finish: str = "stop", usage_scenario: str | None = None) -> Answer:
-    """Run one answered request; check text, finish, the SDK's usage and the request-log row."""
+             finish: str = "stop", usage_scenario: str | None = None, api: str = "chat") -> Answer:
+    """Run one answered request; check text, finish, the SDK's usage and the request-log row.
+    ``api="responses"``: ``case`` used the Responses API (``Driver.respond``)."""
     world = d.world
     before = len(world.log_rows(d.backend))
     a = case()
@@ -447,11 +522,17 @@ def answered(d: Driver, scenario: str, case: Callable[[], Answer], expected_text
         expect(a.text == expected_text, f"text {a.text!r} != {expected_text!r}")
     expect(a.finish == finish, f"finish {a.finish!r} != {finish!r}")
     u = upstream_usage(d.backend, usage_scenario or scenario)
-    seen, want = d.seen_usage(a.usage), d.expected_usage(u)
+    if api == "responses":
+        seen, want = a.usage, {"input": u.input, "output": u.output, "total": u.input + u.output, "cached": u.cached,
+                               "reasoning": u.reasoning}
+    else:
+        seen, want = d.seen_usage(a.usage), d.expected_usage(u)
     expect(seen == want, f"SDK usage {seen} != {want}")
     row = last_row(world, d.backend, before)
-    logged = (row["status"], row["input_tokens"], row["output_tokens"], row["cached_tokens"], row["estimated"])
-    want_row = (200, u.input, u.output, u.cached, 0)
+    logged = (row["status"], row["input_tokens"], row["output_tokens"], row["cached_tokens"], row["estimated"],
+              row["inbound"], row["endpoint"])
+    inbound = "responses" if api == "responses" else INBOUND[d.sdk.split("-")[0]]
+    want_row = (200, u.input, u.output, u.cached, 0, inbound, "chat")
     expect(logged == want_row, f"log row {logged} != {want_row}")
     return a
 
@@ -463,6 +544,13 @@ def upstream_body(world: World) -> dict:
 
 
 def system_seen(backend: str, body: dict) -> str:
+    if backend == "responses":  # instructions, then any system / developer messages
+        texts = [body["instructions"]] if body.get("instructions") else []
+        for item in up.responses_items(body):
+            if item.get("role") in ("system", "developer"):
+                c = item["content"]
+                texts.append(c if isinstance(c, str) else "".join(p["text"] for p in c))
+        return "\n".join(texts)
     if backend in ("openai", "compat"):
         return "\n".join(m["content"] for m in body["messages"] if m["role"] in ("system", "developer"))
     if backend == "anthropic":
@@ -473,6 +561,9 @@ def system_seen(backend: str, body: dict) -> str:
 
 
 def roles_seen(backend: str, body: dict) -> list[str]:
+    if backend == "responses":
+        return [i["role"] for i in up.responses_items(body) if i.get("type", "message") == "message"
+                and i["role"] not in ("system", "developer")]
     if backend in ("openai", "compat"):
         return [m["role"] for m in body["messages"] if m["role"] not in ("system", "developer")]
     if backend == "anthropic":
@@ -544,6 +635,9 @@ def run_pair(d: Driver, verbose: bool, only: str | None) -> None:
             body = upstream_body(w)
             if b in ("openai", "compat"):
                 expect(body["response_format"]["json_schema"]["schema"]["required"] == ["answer", "city"], "schema")
+            elif b == "responses":
+                fmt = body["text"]["format"]
+                expect(fmt["type"] == "json_schema" and fmt["schema"]["required"] == ["answer", "city"], "schema")
             elif b == "anthropic":
                 expect(body["output_config"]["format"]["schema"]["required"] == ["answer", "city"], "schema")
             else:
@@ -555,11 +649,12 @@ def run_pair(d: Driver, verbose: bool, only: str | None) -> None:
 
         def length(stream: bool = stream) -> None:
             w.scenario("length")
-            answered(d, "length", lambda: d.ask(hi, stream=stream, max_tokens=5), up.TEXT[:9], "length")
+            want_cap = 16 if b == "responses" else 5  # the Responses API's minimum max_output_tokens is 16
+            answered(d, "length", lambda: d.ask(hi, stream=stream, max_tokens=want_cap), up.TEXT[:9], "length")
             body = upstream_body(w)
-            cap = (body.get("max_completion_tokens") or body.get("max_tokens")
+            cap = (body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
                    or (body.get("generationConfig") or {}).get("maxOutputTokens"))
-            expect(cap == 5, f"cap sent upstream {cap}")
+            expect(cap == want_cap, f"cap sent upstream {cap}")
         case(f"max-tokens-{tag}", length)
 
         if b in ("anthropic", "gemini"):
@@ -584,7 +679,7 @@ def run_pair(d: Driver, verbose: bool, only: str | None) -> None:
                     got = getattr(exc, "status_code", None) or getattr(exc, "code", None)
                     expect(got == want, f"status {got} != {want}")
                     if status == 429:  # the upstream's delay: a header (OpenAI 2, Anthropic 3), RetryInfo 17.5s
-                        delay = {"openai": "2", "anthropic": "3", "gemini": "18", "compat": "2"}[b]
+                        delay = {"openai": "2", "anthropic": "3", "gemini": "18", "compat": "2", "responses": "2"}[b]
                         got_delay = exc.response.headers.get("retry-after")
                         expect(got_delay == delay, f"retry-after {got_delay!r} != {delay!r}")
                     return
@@ -598,7 +693,7 @@ def run_pair(d: Driver, verbose: bool, only: str | None) -> None:
                 raise AssertionError("no exception")
             case(f"error-{status}-{tag}", err)
 
-    if b == "openai":
+    if b in ("openai", "responses"):
         for stream in (False, True):
             def refusal(stream: bool = stream) -> None:
                 w.scenario("refusal")
@@ -622,7 +717,7 @@ def run_pair(d: Driver, verbose: bool, only: str | None) -> None:
             raise AssertionError("no error")
         case("provider-refuses-key", bad_key)
 
-    if b in ("anthropic", "gemini"):
+    if b in ("anthropic", "gemini", "responses"):
         def midstream() -> None:
             w.scenario("error", status=529, midstream=True)
             before = len(w.log_rows(b))
@@ -638,12 +733,17 @@ def run_pair(d: Driver, verbose: bool, only: str | None) -> None:
             raise AssertionError("a stream that failed mid-way raised nothing")
         case("midstream-error", midstream)
 
+    if s == "openai":
+        responses_checks(d, case)
+    embedding_checks(d, case)
+
     def models() -> None:
         if s == "openai" or s == "anthropic":
             ids = [m.id for m in d.client.models.list()]
         else:
             ids = [m.name.removeprefix("models/") for m in d.client.models.list()]
-        want = {"openai": ["gpt-4o", "gpt-4o-mini", "o3-mini"], "compat": ["llama3.2"],
+        want = {"openai": ["gpt-4o", "gpt-4o-mini", "o3-mini"], "responses": ["gpt-4o", "gpt-4o-mini", "o3-mini"],
+                "compat": ["llama3.2"],
                 "anthropic": ["claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"],
                 "gemini": ["gemini-2.5-flash", "gemini-2.0-flash", "gemini-3-pro-preview"]}[b]
         expect(ids == want, f"models {ids} != {want}")
@@ -663,6 +763,193 @@ def run_pair(d: Driver, verbose: bool, only: str | None) -> None:
         case("count-tokens", count)
 
 
+def responses_checks(d: Driver, case: Callable[[str, Callable[[], None]], None]) -> None:
+    """POST /v1/responses with the openai SDK (create, stream + get_final_response, a function-tool
+    round trip with the earlier output items resent), whatever the backend."""
+    w, b = d.world, d.backend
+    hi = [{"role": "user", "content": "Hi"}]
+    for stream in (False, True):
+        tag = "stream" if stream else "plain"
+
+        def text(stream: bool = stream) -> None:
+            w.scenario("text")
+            answered(d, "text", lambda: d.respond(hi, stream=stream, instructions="Be brief. Ünïcode."), up.TEXT,
+                     api="responses")
+            expect(system_seen(b, upstream_body(w)) == "Be brief. Ünïcode.", "instructions not delivered")
+        case(f"responses-text-{tag}", text)
+
+        def tool(stream: bool = stream) -> None:
+            parallel = stream  # one call plain, two parallel calls streamed
+            w.scenario("tool", parallel=parallel)
+            first = answered(d, "tool", lambda: d.respond(hi, stream=stream, tools=True), None, "tool_calls",
+                             api="responses")
+            cities = up.CITIES[:2 if parallel else 1]
+            expect([(c[1], c[2]) for c in first.calls] == [("get_weather", {**up.TOOL_ARGS, "city": c})
+                                                          for c in cities], f"calls {first.calls}")
+            expect(all(c[0] for c in first.calls) and len({c[0] for c in first.calls}) == len(cities),
+                   f"call ids {[c[0] for c in first.calls]}")
+            results = [{"type": "function_call_output", "call_id": c[0], "output": f"{city}: 4C"}
+                       for c, city in zip(first.calls, cities, strict=True)]
+            items = [*hi, *first.raw[0].output, *results]  # the earlier output resent, as OpenAI's guide does
+            want = "The weather: " + " | ".join(f"{city}: 4C" for city in cities)
+            answered(d, "tool", lambda: d.respond(items, stream=stream, tools=True), want, api="responses")
+        case(f"responses-tool-round-trip-{tag}", tool)
+
+        def length(stream: bool = stream) -> None:
+            w.scenario("length")
+            a = answered(d, "length", lambda: d.respond(hi, stream=stream, max_tokens=16), up.TEXT[:9], "length",
+                         api="responses")
+            r = a.raw[0]
+            expect(r.incomplete_details is not None and r.incomplete_details.reason == "max_output_tokens",
+                   f"incomplete_details {r.incomplete_details}")
+            body = upstream_body(w)
+            cap = (body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
+                   or (body.get("generationConfig") or {}).get("maxOutputTokens"))
+            expect(cap == 16, f"cap sent upstream {cap}")
+        case(f"responses-max-output-tokens-{tag}", length)
+
+    if b in ("openai", "responses"):  # the backends that can refuse in OpenAI's way
+        for stream in (False, True):
+            def refusal(stream: bool = stream) -> None:
+                w.scenario("refusal")
+                a = answered(d, "refusal", lambda: d.respond(hi, stream=stream), "", api="responses")
+                parts = [(p.type, getattr(p, "refusal", None)) for o in a.raw[0].output if o.type == "message"
+                         for p in o.content]
+                expect(parts == [("refusal", up.REFUSAL)], f"content parts {parts}")
+            case(f"responses-refusal-{'stream' if stream else 'plain'}", refusal)
+
+    def error() -> None:
+        w.scenario("error", status=429)
+        before = len(w.log_rows(b))
+        try:
+            d.respond(hi)
+        except openai.RateLimitError as exc:
+            expect(exc.status_code == 429, f"status {exc.status_code}")
+            row = last_row(w, b, before)
+            expect((row["status"], row["inbound"]) == (429, "responses"), f"log row {row['status'], row['inbound']}")
+            return
+        raise AssertionError("no RateLimitError")
+    case("responses-error-429", error)
+
+
+def embedding_checks(d: Driver, case: Callable[[str, Callable[[], None]], None]) -> None:
+    """Embeddings: openai SDK ``embeddings.create`` (base64 by default, floats, dimensions, token
+    arrays), google-genai ``models.embed_content`` and a raw Gemini ``:embedContent``; vectors are
+    the upstream's, usage and log row (endpoint embeddings) what it reported. Anthropic: a 400."""
+    w, b, s = d.world, d.backend, d.sdk.split("-")[0]
+    model = EMBED_MODELS[b]
+    if s == "anthropic":
+        return
+
+    def embedded(call: Callable[[], list[list[float]]], inputs: list, dims: int | None = None,
+                 usage: Callable[[], int | None] = lambda: None) -> None:
+        w.scenario("text")
+        before = len(w.log_rows(b))
+        vectors = call()
+        want = [up.embed_vector(model, x, dims) for x in inputs]
+        expect(vectors == want, f"vectors differ: {len(vectors)} of {[len(v) for v in vectors]} values, first "
+                                f"{[v[:2] for v in vectors]} != {[v[:2] for v in want]}")
+        body = upstream_body(w)
+        path = next(r["path"] for r in w.received() if r["method"] == "POST")
+        if b == "gemini":
+            expect(path.endswith(f"/models/{model}:batchEmbedContents"), f"upstream path {path}")
+            sent = [" ".join(p["text"] for p in r["content"]["parts"]) for r in body["requests"]]
+            dims_sent = {r.get("outputDimensionality") for r in body["requests"]}
+            expect(sent == inputs and dims_sent == {dims}, f"upstream got {sent} {dims_sent}")
+        else:
+            expect(path.endswith("/v1/embeddings"), f"upstream path {path}")
+            expect(body["encoding_format"] == "float", f"encoding_format {body.get('encoding_format')!r} upstream")
+            expect(body["input"] == inputs and body.get("dimensions") == dims, f"upstream got {body}")
+        row = last_row(w, b, before)
+        tokens = sum(up.embed_tokens(x) for x in inputs)
+        logged = (row["status"], row["endpoint"], row["inbound"], row["output_tokens"], row["model"])
+        want_row = (200, "embeddings", INBOUND[s], 0, model)
+        expect(logged == want_row, f"log row {logged} != {want_row}")
+        if b == "gemini":  # Gemini reports no usage: the gateway's estimate, marked as one
+            expect(row["estimated"] == 1 and row["input_tokens"] > 0,
+                   f"log row {row['input_tokens'], row['estimated']}")
+        else:
+            expect((row["input_tokens"], row["estimated"]) == (tokens, 0),
+                   f"log row tokens {row['input_tokens'], row['estimated']} != {tokens, 0}")
+        seen = usage()
+        if seen is not None:
+            expect(seen == row["input_tokens"], f"SDK usage {seen} != {row['input_tokens']}")
+
+    def refused(call: Callable[[], Any], cls: type, what: str) -> None:
+        w.scenario("text")
+        before = len(w.log_rows(b))
+        try:
+            call()
+        except cls as exc:
+            got = getattr(exc, "status_code", None) or getattr(exc, "code", None)
+            expect(got == 400 and what in str(exc), f"{got}: {exc}")
+            row = last_row(w, b, before)
+            expect((row["status"], row["endpoint"]) == (400, "embeddings"), f"log row {row['status'], row['endpoint']}")
+            return
+        raise AssertionError(f"no {cls.__name__}")
+
+    if s == "openai":
+        if b == "anthropic":
+            case("embeddings-refused", lambda: refused(lambda: d.client.embeddings.create(model=model, input="Hi"),
+                                                       openai.BadRequestError, "has no embeddings API"))
+            return
+
+        def default() -> None:  # the SDK asks for base64 and decodes it
+            holder: dict[str, int] = {}
+
+            def call() -> list[list[float]]:
+                r = d.client.embeddings.create(model=model, input=EMBED_TEXTS)
+                holder["usage"] = r.usage.prompt_tokens
+                return [e.embedding for e in r.data]
+            embedded(call, EMBED_TEXTS, usage=lambda: holder["usage"])
+        case("embeddings-base64", default)
+
+        def floats() -> None:
+            holder: dict[str, int] = {}
+
+            def call() -> list[list[float]]:
+                r = d.client.embeddings.create(model=model, input=EMBED_TEXTS[0], encoding_format="float",
+                                               dimensions=256)
+                holder["usage"] = r.usage.prompt_tokens
+                expect(all(isinstance(v, float) for v in r.data[0].embedding), "not floats")
+                return [e.embedding for e in r.data]
+            embedded(call, EMBED_TEXTS[:1], 256, usage=lambda: holder["usage"])
+        case("embeddings-float-dimensions", floats)
+
+        def tokens() -> None:
+            def call() -> list[list[float]]:
+                return [e.embedding for e in d.client.embeddings.create(model=model, input=TOKEN_INPUTS).data]
+            if b in ("openai", "responses"):
+                embedded(call, TOKEN_INPUTS)
+            else:  # Gemini and the Ollama-like server embed text only
+                refused(call, openai.BadRequestError, "")
+        case("embeddings-token-arrays", tokens)
+        return
+
+    # google-genai
+    def genai_embed(dims: int | None = None) -> Callable[[], list[list[float]]]:
+        def call() -> list[list[float]]:
+            cfg = types.EmbedContentConfig(output_dimensionality=dims) if dims else None
+            r = d.client.models.embed_content(model=model, contents=EMBED_TEXTS[:2], config=cfg)
+            return [e.values for e in r.embeddings or ()]
+        return call
+
+    if b == "anthropic":
+        case("embed-content-refused", lambda: refused(genai_embed(), genai_errors.ClientError,
+                                                      "has no embeddings API"))
+        return
+    case("embed-content", lambda: embedded(genai_embed(), EMBED_TEXTS[:2]))
+    case("embed-content-dimensions", lambda: embedded(genai_embed(256), EMBED_TEXTS[:2], 256))
+    if d.sdk == "genai-v1beta":  # the SDK always batches: the single-content method, as a REST user calls it
+        def single() -> list[list[float]]:
+            r = httpx.post(f"{w.gateway.url}/v1beta/models/{model}:embedContent",
+                           headers={"x-goog-api-key": w.keys[b]},
+                           json={"content": {"parts": [{"text": EMBED_TEXTS[1]}]}, "taskType": "SEMANTIC_SIMILARITY"})
+            expect(r.status_code == 200 and set(r.json()) == {"embedding"}, f"{r.status_code} {r.text[:200]}")
+            return [r.json()["embedding"]["values"]]
+        case("embed-content-single", lambda: embedded(single, EMBED_TEXTS[1:2]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("-k", dest="only", help="only cases whose sdk/backend/case contains this")
@@ -674,16 +961,20 @@ def main() -> int:
         try:
             for sdk in SDKS:
                 for backend in BACKENDS:
-                    run_pair(Driver(sdk, backend, world), args.verbose, args.only)
+                    if sdk in BACKEND_SDKS.get(backend, SDKS):
+                        run_pair(Driver(sdk, backend, world), args.verbose, args.only)
         finally:
             world.stop()
             if args.verbose:
                 print("".join(world.gateway.lines[-40:]))
-    failed = [r for r in RESULTS if r[3] != "ok"]
+    failed = [r for r in RESULTS if r[3].startswith("FAIL")]
+    known = [r for r in RESULTS if r[3].startswith("KNOWN")]
     for sdk, backend, case, outcome in RESULTS:
         if outcome != "ok" or args.verbose:
             print(f"{sdk:<13} {backend:<10} {case:<28} {outcome}")
-    print(f"\n{len(RESULTS) - len(failed)}/{len(RESULTS)} passed in {time.monotonic() - t0:.0f}s")
+    passed = len(RESULTS) - len(failed) - len(known)
+    print(f"\n{passed}/{len(RESULTS)} passed" + (f", {len(known)} known gateway bugs" if known else "")
+          + f" in {time.monotonic() - t0:.0f}s")
     return 1 if failed else 0
 
 
