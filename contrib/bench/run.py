@@ -45,8 +45,8 @@ PROMPT = "Hello there, how are you today?"
 SYSTEM_PROMPT = "You are a concise assistant for the benchmark."
 
 
-def chat_body(text: str, stream: bool = False) -> bytes:
-    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": text}]}
+def chat_body(text: str, stream: bool = False, model: str = "gpt-4o") -> bytes:
+    body = {"model": model, "messages": [{"role": "user", "content": text}]}
     if stream:
         body["stream"] = True
     return json.dumps(body, separators=(",", ":")).encode()
@@ -138,7 +138,8 @@ def stream_timings(target: Target, request_text: str, count: int, *, concurrency
                    ramp: float = 0.0, sample_rss: bool = False) -> dict:
     """Run streams with the asyncio client (on the load core); TTFT and per-event latency stats."""
     host, port = target.host_port
-    request = streams.http_request(host, port, target.chat_path, chat_body(request_text, stream=True), target.key)
+    request = streams.http_request(host, port, target.chat_path, chat_body(request_text, True, target.model),
+                                   target.key)
     peak_rss = [0.0]
     stop = threading.Event()
 
@@ -182,6 +183,7 @@ class Target:
     proc: Proc
     chat_path: str
     key: str = "none"
+    model: str = "gpt-4o"  # what the requests ask for: a route name for the routed client
     stamps: bool = True  # relays the fake's SSE comments (per-event latency measurable)
 
     @property
@@ -200,26 +202,38 @@ class Target:
         return f"http://{host}:{port}{self.chat_path}"
 
 
-def start_gateway(folder: Path, upstream: str) -> Target:
+def start_gateway(folder: Path, upstream: str) -> list[Target]:
     """The gateway with every feature on: a client with limits (high enough never to refuse, all
-    checked), a system prompt, request logging to SQLite and the log file at info level."""
+    checked), a system prompt, request logging to SQLite and the log file at info level; and a
+    routed client of the same process, asking for a route of two targets whose first provider
+    holds a pool of two keys (the first target answers: what routing costs on the hot path)."""
     data = default_data()
     data["server"]["host"] = "127.0.0.1"
-    data["providers"] = {"fake": {"type": "openai", "api_key": "sk-bench-upstream", "base_url": upstream + "/v1",
-                                  "default_model": "gpt-4o", "timeout_seconds": 60}}
+    fake = {"type": "openai", "base_url": upstream + "/v1", "default_model": "gpt-4o", "timeout_seconds": 60}
+    data["providers"] = {
+        "fake": {**fake, "api_key": "sk-bench-upstream"},
+        "fake-pool": {**fake, "api_keys": [{"key": "sk-bench-pool-a", "weight": 2}, {"key": "sk-bench-pool-b"}]},
+    }
+    data["routes"] = {"bench-route": {"targets": [{"provider": "fake-pool", "model": "gpt-4o"},
+                                                  {"provider": "fake", "model": "gpt-4o"}]}}
     data["logging"]["level"] = "info"
     config = folder / "config.yaml"
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     limits = ["--rpm", "100000000", "--rph", "100000000", "--rpd", "100000000", "--daily-requests", "100000000",
               "--daily-input-tokens", "100000000000", "--daily-output-tokens", "100000000000",
               "--max-input-tokens", "100000", "--max-output-tokens", "4096"]
-    out = subprocess.run([sys.executable, "-m", "aigateway", "client", "add", "--config", str(config), "--name",
-                          "bench", "--provider", "fake", "--system-prompt", SYSTEM_PROMPT, *limits, "--json"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=60, check=True)
-    key = re.search(r'"api_key": "([^"]+)"', out.stdout).group(1)
+
+    def add(name: str, *extra: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "aigateway", "client", "add", "--config", str(config), "--name",
+                              name, "--provider", "fake", "--system-prompt", SYSTEM_PROMPT, *limits, *extra,
+                              "--json"], capture_output=True, text=True, cwd=ROOT, timeout=60, check=True)
+        return re.search(r'"api_key": "([^"]+)"', out.stdout).group(1)
+
+    key, routed_key = add("bench"), add("bench-routed", "--allowed-routes", "bench-route")
     proc = start("gateway", [sys.executable, "-m", "aigateway", "run", "--config", str(config), "--port", "0"],
                  SERVER_CORE, cwd=str(ROOT))
-    return Target("gateway", proc, "/v1/chat/completions", key)
+    return [Target("gateway", proc, "/v1/chat/completions", key),
+            Target("gateway routed", proc, "/v1/chat/completions", routed_key, model="bench-route")]
 
 
 def start_litellm(folder: Path, upstream: str, binary: str) -> Target:
@@ -259,7 +273,7 @@ POINTS = ("c1", "c16", "c64", "stream", "timing", "paced")
 def measure_point(t: Target, point: str, cfg: argparse.Namespace) -> dict:
     """One measurement of one point on one target."""
     d = cfg.duration
-    plain, streamed = chat_body(PROMPT), chat_body(PROMPT + " #fake:chunks=20", stream=True)
+    plain, streamed = chat_body(PROMPT, False, t.model), chat_body(PROMPT + " #fake:chunks=20", True, t.model)
     if point == "c1":
         return measured(t, plain, 1, d)
     if point in ("c16", "c64"):
@@ -297,10 +311,10 @@ def bench(targets: list[Target], cfg: argparse.Namespace, upstream: str) -> dict
     turn (the order rotating from round to round), so a minute in which a shared machine runs
     slower weighs on all targets alike rather than on whichever ran then; each figure is the
     median of its rounds, and the raw rounds are kept (``rounds``) to show the spread."""
-    plain, streamed = chat_body(PROMPT), chat_body(PROMPT + " #fake:chunks=20", stream=True)
     results: dict = {}
     for t in targets:
         print(f"[{t.name}] warm-up", flush=True)
+        plain, streamed = chat_body(PROMPT, False, t.model), chat_body(PROMPT + " #fake:chunks=20", True, t.model)
         results[t.name] = {"rss_idle_mb": rss_mb(t.pid), "upstream_connections": 0,
                            "rounds": {p: [] for p in POINTS}}
         wrk(t.chat_url, plain, t.key, 16, 2)
@@ -383,7 +397,7 @@ def fmt(value: float | None, digits: int = 2) -> str:
 
 
 def table(results: dict, cfg: argparse.Namespace) -> str:
-    names = [n for n in ("direct", "bare relay", "gateway", "litellm") if n in results]
+    names = [n for n in ("direct", "bare relay", "gateway", "gateway routed", "litellm") if n in results]
     direct = results["direct"]
 
     def row(label: str, fn) -> str:  # noqa: ANN001
@@ -448,6 +462,11 @@ def summary(results: dict, cfg: argparse.Namespace) -> str:
                    f"requests/s (rounds: {rounds('c64')}), {gw['c64']['cpu_ms'] / bare['c64']['cpu_ms']:.2f}x "
                    f"the CPU per request; streams/s {gw['stream']['rps'] / bare['stream']['rps'] * 100:.0f}% "
                    f"(rounds: {rounds('stream')})")
+    if gw and "gateway routed" in results:
+        rt = results["gateway routed"]
+        out.append(f"- routed client (a route of two targets, a pool of two keys) / plain client at c=64: "
+                   f"{rt['c64']['rps'] / gw['c64']['rps'] * 100:.0f}% of the requests/s, "
+                   f"{rt['c64']['cpu_ms'] / gw['c64']['cpu_ms']:.2f}x the CPU per request")
     if gw and "litellm" in results:
         ll = results["litellm"]
         out.append(f"- gateway / LiteLLM at c=64: {gw['c64']['rps'] / ll['c64']['rps']:.1f}x the requests/s, "
@@ -500,10 +519,10 @@ def main() -> None:
         upstream = fake.url
         bare = start("bare relay", [sys.executable, str(HERE / "bare_relay.py"), upstream, "0"], SERVER_CORE)
         procs.append(bare)
-        gateway = start_gateway(folder, upstream)
+        gateway, routed = start_gateway(folder, upstream)
         procs.append(gateway.proc)
         targets = [Target("direct", fake, "/v1/chat/completions"), Target("bare relay", bare, "/v1/chat/completions"),
-                   gateway]
+                   gateway, routed]
         if "litellm" in cfg.peer:
             if cfg.litellm and Path(cfg.litellm).exists():
                 litellm = start_litellm(folder, upstream, cfg.litellm)
