@@ -115,7 +115,7 @@ def _print_usage(args: argparse.Namespace, report: dict) -> None:
         print(f"  {name:<20} used {item['used']:<10} limit {limit:<10} remaining {item['remaining']}")
     for day in report["days"]:
         print(f"  {day['day']}  requests {day['requests']}  rejected {day['rejected']}  errors {day['errors']}  "
-              f"input {day['input_tokens']}  output {day['output_tokens']}")
+              f"input {day['input_tokens']}  output {day['output_tokens']}  cost ${day['cost_usd'] or 0:.4f}")
 
 
 def client_command(args: argparse.Namespace) -> None:

@@ -79,6 +79,8 @@ PROVIDER_FIELDS: tuple[Setting, ...] = (
     Setting("timeout_seconds", 120, "Whole-request timeout; for streams, the longest silence allowed"),
     Setting("api", "chat", "For the OpenAI-compatible types: `chat` (chat completions) or `responses` (the "
             "Responses API, `POST {base_url}/responses`: for models served only there)"),
+    Setting("prices", {}, "USD per million tokens for this provider's models, over the shipped table: "
+            "`{model: {input, output, cached_input, cache_write, reasoning}}` (see Cost)"),
 )
 
 # The providers a new config file starts with (the original's README).
@@ -150,6 +152,8 @@ def _check_type(value: Any, default: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if isinstance(default, list):
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if isinstance(default, dict):
+        return isinstance(value, dict)  # its contents are checked by its own rule (prices_problem)
     return isinstance(value, str)
 
 
@@ -167,7 +171,7 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,127}")
 
 
 _TYPE_NAMES = {bool: "true or false", int: "a whole number >= 0", float: "a number", list: "a list of strings",
-               str: "a string"}
+               str: "a string", dict: "a mapping"}
 
 
 @dataclass(frozen=True)
@@ -244,6 +248,8 @@ def check(data: dict) -> Checked:
             fail(f"{key}.type", f"expected one of {', '.join(PROVIDER_TYPES)}, got {raw.get('type')!r}")
         elif (problem := api_problem(raw)) is not None:
             fail(f"{key}.api", problem)
+        if (problem := prices_problem(raw.get("prices"))) is not None:
+            fail(f"{key}.prices", problem)
         if len(errors) > before:
             continue
         try:
@@ -261,6 +267,23 @@ def api_problem(raw: dict) -> str | None:
         return f"expected one of {', '.join(PROVIDER_APIS)}, got {api!r}"
     if api != "chat" and PROVIDER_TYPES[raw.get("type") or "openai"].format != "openai":
         return f"type {raw.get('type')} has one API; `api` is for the OpenAI-compatible types"
+    return None
+
+
+PRICE_FIELDS = ("input", "output", "cached_input", "cache_write", "reasoning")
+
+
+def prices_problem(prices: Any) -> str | None:
+    """What is wrong with a provider's ``prices`` mapping, if anything."""
+    if prices is None:
+        return None
+    if not isinstance(prices, dict):
+        return "expected a mapping of model names to {input, output, cached_input, cache_write, reasoning}"
+    for model, price in prices.items():
+        if not isinstance(price, dict) or not {"input", "output"} <= set(price) or set(price) - set(PRICE_FIELDS):
+            return f"{model}: expected {{input, output}} and optionally cached_input, cache_write, reasoning"
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in price.values()):
+            return f"{model}: prices are numbers of USD per million tokens, 0 or more"
     return None
 
 

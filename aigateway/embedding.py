@@ -18,6 +18,7 @@ from aigateway import neutral
 from aigateway.formats import FORMATS
 from aigateway.formats.contract import EMBED, Codec, Embedding
 from aigateway.limits import LimitExceeded, effective_limits
+from aigateway.pricing import cost_of
 from aigateway.relay import (
     Sink,
     authenticate,
@@ -80,6 +81,7 @@ async def answer(gw: Gateway, sink: Sink, fmt: Embedding, name: str, route: neut
         if resp.input_tokens is None:  # Gemini reports none: the estimate is what is recorded
             resp.input_tokens, rec.estimated = estimate, True
         rec.input_tokens = resp.input_tokens
+        rec.cost_usd, rec.priced = cost_of(provider.prices, model, neutral.Usage(input_tokens=resp.input_tokens))
         sink.answer(orjson.dumps(fmt.encode_embed_response(resp, req)))
     except neutral.GatewayError as err:
         rec.status, rec.error = err.status, err.message[:500]

@@ -99,7 +99,8 @@ def _load(conn: sqlite3.Connection, now: float, keys_max: int) -> dict:
     try:
         totals = conn.execute(
             "SELECT COALESCE(SUM(requests), 0), COALESCE(SUM(errors), 0), COALESCE(SUM(rejected), 0),"
-            " COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0) FROM daily_usage WHERE day = ?",
+            " COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cost_usd), 0)"
+            " FROM daily_usage WHERE day = ?",
             (day,)).fetchone()
         recent = conn.execute("SELECT * FROM request_log ORDER BY id DESC LIMIT ?", (RECENT_MAX,)).fetchall()
         series = conn.execute(
@@ -239,7 +240,7 @@ class Hub:
         self._started.clear()
         self._finished.clear()
         self.day, self._day_start, self._day_end = _day_bounds(time.time())
-        self.totals = [0, 0, 0, 0, 0]  # requests, errors, rejected, input and output tokens (daily_usage's)
+        self.totals: list[float] = [0, 0, 0, 0, 0, 0.0]  # requests, errors, rejected, tokens in and out, USD
         self.recent: deque[dict] = deque(maxlen=RECENT_MAX)
         self.series: dict[int, dict[str, list[int]]] = {}  # minute -> model -> [requests, in, out]
         self._window: dict[int, list[int]] = {}  # second -> [requests, errors] ended in the last minute
@@ -289,7 +290,7 @@ class Hub:
         now = time.time()
         if now >= self._day_end:
             self.day, self._day_start, self._day_end = _day_bounds(now)
-            self.totals = [0, 0, 0, 0, 0]
+            self.totals = [0, 0, 0, 0, 0, 0.0]
         started, self._started = self._started, []
         finished, self._finished = self._finished, []
         done = {id(r) for r in finished}
@@ -353,6 +354,7 @@ class Hub:
             t[2] += not rec.admitted
             t[3] += rec.input_tokens
             t[4] += rec.output_tokens
+            t[5] += rec.cost_usd
         self._count_ended(ended, failed)
         if not failed:
             self._latency.append((ended, rec.latency_ms, rec.ttft_ms))
@@ -387,10 +389,10 @@ class Hub:
         ttfts = sorted(x[2] for x in self._latency if x[2] is not None)
         count = sum(c[0] for c in self._window.values())
         failed = sum(c[1] for c in self._window.values())
-        requests, errors, rejected, tokens_in, tokens_out = self.totals
+        requests, errors, rejected, tokens_in, tokens_out, spend = self.totals
         return {
             "day": self.day, "requests_today": requests, "errors_today": errors, "rejected_today": rejected,
-            "input_tokens_today": tokens_in, "output_tokens_today": tokens_out,
+            "input_tokens_today": tokens_in, "output_tokens_today": tokens_out, "cost_usd_today": round(spend, 6),
             "requests_per_minute": count,
             "error_rate": round(failed / count, 4) if count else 0.0,
             "active": len(self.gw.in_flight),

@@ -142,6 +142,16 @@ def m007_request_endpoint(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE request_log ADD COLUMN endpoint TEXT NOT NULL DEFAULT 'chat'")
 
 
+@migration
+def m008_cost(db: sqlite3.Connection) -> None:
+    # What each request cost in USD (pricing.py), and whether its model had a price; daily sums.
+    db.executescript("""
+        ALTER TABLE request_log ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
+        ALTER TABLE request_log ADD COLUMN priced INTEGER NOT NULL DEFAULT 1;
+        ALTER TABLE daily_usage ADD COLUMN cost_usd REAL NOT NULL DEFAULT 0;
+    """)
+
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply every migration not yet recorded; return the names applied."""
     db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")

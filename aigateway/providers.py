@@ -12,6 +12,8 @@ from typing import Any
 
 from aigateway.formats import FORMATS
 from aigateway.formats.contract import Codec
+from aigateway.price_table import TABLES
+from aigateway.pricing import Price, PriceBook
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,20 +22,29 @@ class ProviderType:
     base_url: str  # official endpoint; "" means the user must give one
     stream_usage: bool = True  # accepts stream_options.include_usage (Mistral's API rejects the field)
     max_tokens_field: str = "max_tokens"
+    prices: str = ""  # its table in price_table.TABLES; "free": a local server; "": none (unpriced)
 
 
 PROVIDER_TYPES: dict[str, ProviderType] = {
-    "openai": ProviderType("openai", "https://api.openai.com/v1", max_tokens_field="max_completion_tokens"),
-    "mistral": ProviderType("openai", "https://api.mistral.ai/v1", stream_usage=False),
-    "ollama": ProviderType("openai", "http://localhost:11434/v1"),
-    "lmstudio": ProviderType("openai", "http://localhost:1234/v1"),
+    "openai": ProviderType("openai", "https://api.openai.com/v1", max_tokens_field="max_completion_tokens",
+                           prices="openai"),
+    "mistral": ProviderType("openai", "https://api.mistral.ai/v1", stream_usage=False, prices="mistral"),
+    "ollama": ProviderType("openai", "http://localhost:11434/v1", prices="free"),
+    "lmstudio": ProviderType("openai", "http://localhost:1234/v1", prices="free"),
     "openai_compatible": ProviderType("openai", ""),
-    "anthropic": ProviderType("anthropic", "https://api.anthropic.com"),
-    "gemini": ProviderType("gemini", "https://generativelanguage.googleapis.com"),
+    "anthropic": ProviderType("anthropic", "https://api.anthropic.com", prices="anthropic"),
+    "gemini": ProviderType("gemini", "https://generativelanguage.googleapis.com", prices="gemini"),
 }
 
 # What an OpenAI-compatible provider's ``api`` setting names: the codec it speaks upstream.
 PROVIDER_APIS = {"chat": "openai", "responses": "responses"}
+
+
+def price_book(kind: ProviderType, overrides: dict[str, Any]) -> PriceBook:
+    """The type's shipped prices with the provider's own (``prices`` in its config) on top; an
+    override of a local server's model prices it after all."""
+    own = {str(model): Price.from_config(raw) for model, raw in overrides.items()}
+    return PriceBook({**TABLES.get(kind.prices, {}), **own}, free=kind.prices == "free" and not own)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +60,7 @@ class Provider:
     timeout_seconds: float
     keys: tuple[tuple[str, int, str], ...] = field(default=(), repr=False)  # (key, weight, label) of its pool
     api: str = "chat"  # OpenAI-compatible types: "chat" or "responses" (PROVIDER_APIS)
+    prices: PriceBook = field(default_factory=lambda: PriceBook({}), compare=False, repr=False)
 
     @classmethod
     def from_config(cls, name: str, raw: dict[str, Any]) -> Provider:
@@ -70,6 +82,7 @@ class Provider:
             allowed_models=tuple(raw.get("allowed_models") or ()),
             timeout_seconds=float(raw.get("timeout_seconds") or 120),
             api=str(raw.get("api") or "chat"),
+            prices=price_book(PROVIDER_TYPES[ptype], raw.get("prices") or {}),
         )
 
     @property

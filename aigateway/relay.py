@@ -26,6 +26,7 @@ from aigateway.flights import MARK_AFTER_SECONDS, FlightMark, new_flight_id
 from aigateway.formats import FORMATS
 from aigateway.formats.contract import Codec, Counting, StreamDecoding, StreamEncoding
 from aigateway.limits import Headroom, LimitExceeded, Reservation, duration, effective_limits
+from aigateway.pricing import cost_of
 from aigateway.providers import Provider
 from aigateway.routing import KeyPool, Plan, PoolKey, backoff, pool_of, resolve
 from aigateway.tokens import measure_input, tokens_for_chars
@@ -619,6 +620,9 @@ class Exchange:
             rec.input_tokens = start.input_tokens if start and start.input_tokens else self.input_estimate
             rec.output_tokens = tokens_for_chars(meter.out_chars)
             rec.estimated = True
+        if (rec.input_tokens or rec.output_tokens) and self.call is not None:  # what was delivered, priced
+            billed = usage if usage is not None else neutral.Usage(rec.input_tokens, rec.output_tokens)
+            rec.cost_usd, rec.priced = cost_of(self.call.provider.prices, rec.model, billed)
         if self.reservation is not None:
             self.gw.limiter.settle(self.reservation, rec.input_tokens, rec.output_tokens, time.time())
         if rec.status >= 400 and rec.status != 499:

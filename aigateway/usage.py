@@ -47,6 +47,8 @@ class UsageRecord:
     error: str = ""
     attempts: int = 0  # upstream calls made (more than one: fallbacks or retries)
     endpoint: str = "chat"  # what was asked: "chat" or "embeddings"
+    cost_usd: float = 0.0  # from the exact usage at the model's price (pricing.py)
+    priced: bool = True  # False: the model has no price, so it cost 0 (the admin UI lists such models)
     flight_id: int | None = None  # its mark in the in-flight table (flights.py), deleted as it is stored
 
     @classmethod
@@ -55,30 +57,31 @@ class UsageRecord:
         conn.executemany(
             "INSERT INTO request_log (ts, client_id, client_name, provider, model, inbound, status, latency_ms,"
             " ttft_ms, input_tokens, output_tokens, cached_tokens, stream, admitted, estimated, error, attempts,"
-            " endpoint) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " endpoint, cost_usd, priced) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [(r.ts, r.client_id, r.client_name, r.provider, r.model, r.inbound, r.status, r.latency_ms,
               r.ttft_ms, r.input_tokens, r.output_tokens, r.cached_tokens, int(r.stream), int(r.admitted),
-              int(r.estimated), r.error, r.attempts, r.endpoint) for r in records],
+              int(r.estimated), r.error, r.attempts, r.endpoint, r.cost_usd, int(r.priced)) for r in records],
         )
-        daily: dict[tuple[str, int, str], list[int]] = {}
+        daily: dict[tuple[str, int, str], list[float]] = {}
         last_used: dict[int, float] = {}
         for r in records:
             if r.client_id is None:
                 continue
-            row = daily.setdefault((day_of(r.ts), r.client_id, r.model), [0, 0, 0, 0, 0])
+            row = daily.setdefault((day_of(r.ts), r.client_id, r.model), [0, 0, 0, 0, 0, 0.0])
             row[0] += r.admitted
             row[1] += r.admitted and r.status >= 400
             row[2] += not r.admitted
             row[3] += r.input_tokens
             row[4] += r.output_tokens
+            row[5] += r.cost_usd
             last_used[r.client_id] = max(r.ts, last_used.get(r.client_id, 0))
         conn.executemany(
-            "INSERT INTO daily_usage (day, client_id, model, requests, errors, rejected, input_tokens, output_tokens)"
-            " VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (day, client_id, model) DO UPDATE SET"
+            "INSERT INTO daily_usage (day, client_id, model, requests, errors, rejected, input_tokens, output_tokens,"
+            " cost_usd) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (day, client_id, model) DO UPDATE SET"
             " requests = requests + excluded.requests, errors = errors + excluded.errors,"
             " rejected = rejected + excluded.rejected,"
             " input_tokens = input_tokens + excluded.input_tokens,"
-            " output_tokens = output_tokens + excluded.output_tokens",
+            " output_tokens = output_tokens + excluded.output_tokens, cost_usd = cost_usd + excluded.cost_usd",
             [(*key, *vals) for key, vals in daily.items()],
         )
         conn.executemany("DELETE FROM in_flight WHERE id = ?", [(r.flight_id,) for r in records if r.flight_id])
@@ -92,7 +95,8 @@ def client_usage(conn: sqlite3.Connection, client_id: int, days: int = 1) -> lis
     rows = conn.execute(
         "SELECT day, SUM(requests) AS requests, SUM(errors) AS errors, SUM(rejected) AS rejected,"
         " SUM(input_tokens) AS input_tokens,"
-        " SUM(output_tokens) AS output_tokens FROM daily_usage WHERE client_id = ? AND day >= ?"
+        " SUM(output_tokens) AS output_tokens, ROUND(SUM(cost_usd), 6) AS cost_usd"
+        " FROM daily_usage WHERE client_id = ? AND day >= ?"
         " GROUP BY day ORDER BY day DESC",
         (client_id, since),
     ).fetchall()
@@ -142,7 +146,15 @@ def today_by_client(conn: sqlite3.Connection) -> dict[int, dict]:
 
 
 _TOTALS = ("SUM(d.requests) AS requests, SUM(d.errors) AS errors, SUM(d.rejected) AS rejected,"
-           " SUM(d.input_tokens) AS input_tokens, SUM(d.output_tokens) AS output_tokens")
+           " SUM(d.input_tokens) AS input_tokens, SUM(d.output_tokens) AS output_tokens,"
+           " ROUND(SUM(d.cost_usd), 6) AS cost_usd")
+
+
+def unpriced_models(conn: sqlite3.Connection, since: float) -> list[dict]:
+    """Models used since ``since`` that had no price (charged 0), with how many requests each."""
+    rows = conn.execute("SELECT provider, model, COUNT(*) AS requests FROM request_log WHERE priced = 0"
+                        " AND ts >= ? AND model != '' GROUP BY provider, model ORDER BY requests DESC", (since,))
+    return [dict(r) for r in rows]
 
 
 def daily_report(conn: sqlite3.Connection, first_day: str, last_day: str) -> dict[str, list[dict]]:
@@ -162,13 +174,14 @@ def daily_report(conn: sqlite3.Connection, first_day: str, last_day: str) -> dic
                          " ORDER BY requests DESC, d.client_id"),
         "models": query(f"SELECT d.model, {_TOTALS}{where} GROUP BY d.model ORDER BY requests DESC, d.model"),
         "rows": query(f"SELECT d.day, d.client_id, {name}, d.model, d.requests, d.errors, d.rejected,"
-                      f" d.input_tokens, d.output_tokens{where} ORDER BY d.day, client_name, d.model"),
+                      f" d.input_tokens, d.output_tokens, ROUND(d.cost_usd, 6) AS cost_usd{where}"
+                      " ORDER BY d.day, client_name, d.model"),
     }
 
 
 LOG_COLUMNS = ("id", "ts", "client_id", "client_name", "provider", "model", "inbound", "status", "latency_ms",
                "ttft_ms", "input_tokens", "output_tokens", "cached_tokens", "stream", "admitted", "estimated",
-               "error", "attempts", "endpoint")
+               "error", "attempts", "endpoint", "cost_usd", "priced")
 
 
 def log_page(conn: sqlite3.Connection, *, client_id: int | None = None, model: str | None = None,

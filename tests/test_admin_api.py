@@ -369,6 +369,21 @@ def test_a_provider_can_speak_the_responses_api_upstream(admin: AdminClient, adm
         "via-responses"]  # the default is not written
 
 
+def test_provider_prices_are_set_validated_and_used(admin: AdminClient, admin_gateway: GatewayServer):
+    bad = admin.call("PATCH", "/admin/api/providers/fake-openai", {"prices": {"gpt-4o": {"input": -1, "output": 2}}})
+    assert bad.status_code == 400 and "prices" in error(bad)["fields"]
+    ok = admin.call("PATCH", "/admin/api/providers/fake-openai", {"prices": {"gpt-4o": {"input": 1, "output": 2}}})
+    assert ok.status_code == 200 and ok.json()["prices"] == {"gpt-4o": {"input": 1, "output": 2}}
+    assert yaml.safe_load(admin_gateway.config.read_text())["providers"]["fake-openai"]["prices"]["gpt-4o"] == {
+        "input": 1, "output": 2}
+    key = admin_gateway.add_client("priced-by-admin")
+    assert chat(admin_gateway.url, key) == "Echo: hi"
+    [row] = admin_gateway.wait_log_rows("priced-by-admin", 1)
+    assert row["cost_usd"] == pytest.approx((row["input_tokens"] * 1 + row["output_tokens"] * 2) / 1e6)
+    cleared = admin.call("PATCH", "/admin/api/providers/fake-openai", {"prices": None})
+    assert cleared.json()["prices"] == {}
+
+
 def test_routes_are_created_validated_edited_and_deleted(admin: AdminClient, admin_gateway: GatewayServer):
     bad = admin.call("POST", "/admin/api/routes", {"name": "smart", "targets": [{"provider": "nope", "model": "x"}],
                                                    "retries": 99, "colour": "red"})

@@ -29,7 +29,7 @@ import bcrypt
 from aigateway import __version__, clients, config, listing, usage
 from aigateway.admin import login
 from aigateway.admin.errors import AdminError, bad_fields
-from aigateway.config import PROVIDER_FIELDS, SETTINGS, ConfigInvalid, api_problem
+from aigateway.config import PROVIDER_FIELDS, SETTINGS, ConfigInvalid, api_problem, prices_problem
 from aigateway.keys import KEY_TYPES
 from aigateway.limits import LIMIT_FIELDS, LIMITS
 from aigateway.neutral import GatewayError
@@ -257,7 +257,8 @@ async def delete_client(gw: Gateway, client_id: int) -> dict:
 
 # -- providers
 
-_PROVIDER_BODY = ("name", "type", "api_key", "base_url", "default_model", "allowed_models", "timeout_seconds", "api")
+_PROVIDER_BODY = ("name", "type", "api_key", "base_url", "default_model", "allowed_models", "timeout_seconds", "api",
+                  "prices")
 
 
 def key_states(gw: Gateway, name: str) -> list[dict]:
@@ -287,6 +288,7 @@ def provider_out(gw: Gateway, name: str) -> dict:
         "allowed_models": list(provider.allowed_models),
         "timeout_seconds": raw.get("timeout_seconds") or int(provider.timeout_seconds),
         "api": provider.api,
+        "prices": raw.get("prices") or {},  # the provider's own, over the shipped table
         "api_key_set": bool(provider.api_key),
         "keys": key_states(gw, name),
         "clients": sum(1 for c in gw.keys.clients() if c["provider"] == name),
@@ -327,6 +329,12 @@ def _provider_raw(body: dict, old: dict | None) -> tuple[dict, dict[str, str]]:
             errors["allowed_models"] = "must be a list of model names"
         else:
             raw["allowed_models"] = list(dict.fromkeys(m.strip() for m in models_ if m.strip()))
+    if "prices" in body:  # the whole mapping: {} or null removes the provider's own prices
+        prices = body["prices"] or {}
+        if (problem := prices_problem(prices)) is not None:
+            errors["prices"] = problem
+        else:
+            raw["prices"] = prices
     timeout = body.get("timeout_seconds")
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= 3600:
@@ -339,6 +347,8 @@ def _provider_raw(body: dict, old: dict | None) -> tuple[dict, dict[str, str]]:
         raw.pop("allowed_models", None)
     if raw.get("api") in ("", "chat"):  # the default: a config file without it reads the same
         raw.pop("api", None)
+    if not raw.get("prices"):
+        raw.pop("prices", None)
     return {f.name: raw[f.name] for f in PROVIDER_FIELDS if f.name in raw}, errors
 
 
@@ -482,6 +492,8 @@ async def usage_report(gw: Gateway, args: dict[str, str]) -> dict:
     first, last = _day_range(args)
     report = await gw.db.read(lambda conn: usage.daily_report(conn, first, last))
     report.pop("rows")
+    since = datetime.strptime(first, "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp()
+    report["unpriced"] = await gw.db.read(lambda conn: usage.unpriced_models(conn, since))
     return {"from": first, "to": last, **report}
 
 
@@ -498,7 +510,7 @@ async def usage_csv(gw: Gateway, args: dict[str, str]) -> tuple[str, str]:
     report = await gw.db.read(lambda conn: usage.daily_report(conn, first, last))
     out = io.StringIO()
     columns = ("day", "client_id", "client_name", "model", "requests", "errors", "rejected", "input_tokens",
-               "output_tokens")
+               "output_tokens", "cost_usd")
     writer = csv.writer(out)
     writer.writerow(columns)
     for row in report["rows"]:

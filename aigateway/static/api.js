@@ -210,5 +210,40 @@ const Admin = (() => {
     dialog.querySelectorAll("[data-close]").forEach((b) => b.addEventListener("click", () => dialog.close()));
   }
 
-  return { api, ApiError, h, field, clearErrors, showErrors, notify, confirmAction, copyText, fmt, start, closers, cookie };
+  /** The Save and Delete buttons of an editor dialog over /admin/api/{collection}: POST a new item or
+   *  PATCH the one being edited (``editing()``), then close and ``reload()``; errors go next to their
+   *  fields. ``noun`` and ``deleteHint`` word the delete confirmation. */
+  function bindEditor({ collection, form, dialog, save, remove, editing, body, reload, noun, deleteHint }) {
+    const url = (item) => `/admin/api/${collection}/${encodeURIComponent(item.name)}`;
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      save.disabled = true;
+      try {
+        const item = editing();
+        const saved = item ? await api("PATCH", url(item), body()) : await api("POST", `/admin/api/${collection}`, body());
+        dialog.close();
+        notify(`Saved ${saved.name}; it is used from the next request on.`);
+        await reload();
+      } catch (err) {
+        showErrors(form, err);
+      } finally {
+        save.disabled = false;
+      }
+    });
+    remove.addEventListener("click", async () => {
+      const item = editing();
+      if (!(await confirmAction(`Delete ${item.name}?`, deleteHint, `Delete ${noun}`))) return;
+      try {
+        await api("DELETE", url(item));
+        dialog.close();
+        notify(`Deleted ${item.name}.`);
+        await reload();
+      } catch (err) {
+        showErrors(form, err);
+      }
+    });
+  }
+
+  return { api, ApiError, h, field, clearErrors, showErrors, notify, confirmAction, copyText, fmt, start, closers, cookie,
+    bindEditor };
 })();

@@ -124,6 +124,7 @@
       if (!node) continue;
       if (key === "day") node.textContent = value;
       else if (key === "error_rate") node.textContent = (value * 100).toFixed(1) + "%";
+      else if (key.startsWith("cost_usd")) node.textContent = "$" + value.toFixed(value < 10 ? 4 : 2);
       else if (key.endsWith("_ms")) node.textContent = fmtMs(value);
       else node.textContent = fmtInt(value);
     }

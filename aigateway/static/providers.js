@@ -3,7 +3,7 @@
 "use strict";
 
 (async () => {
-  const { api, h, field, showErrors, clearErrors, notify, confirmAction, fmt } = Admin;
+  const { api, h, field, showErrors, clearErrors, fmt } = Admin;
   const $ = (id) => document.getElementById(id);
   const meta = await Admin.start();
   const types = meta.provider_types;
@@ -30,6 +30,9 @@
       hint: "Used when neither the request nor the client names a model." }),
     field("p", { name: "timeout_seconds", label: "Timeout (seconds)", type: "number", min: 1, step: 1,
       inputmode: "numeric", hint: "Whole request; for streams, the longest silence." }),
+    field("p", { name: "prices", label: "Prices (USD per million tokens)", type: "textarea", wide: true, rows: 3,
+      placeholder: "One per line: model input output [cached_input] [cache_write]",
+      hint: "Override or add to the shipped prices for this provider. Empty: the shipped table." }),
     field("p", { name: "allowed_models", label: "Allowed models", type: "textarea", wide: true, rows: 3,
       placeholder: "One per line. Empty: any model the upstream lists.",
       hint: "If set, the only models clients may use (and what /v1/models lists)." }),
@@ -143,6 +146,8 @@
       form.elements.base_url.value = provider.base_url;
       form.elements.default_model.value = provider.default_model;
       form.elements.allowed_models.value = provider.allowed_models.join("\n");
+      form.elements.prices.value = Object.entries(provider.prices).map(([model, p]) =>
+        [model, p.input, p.output, p.cached_input ?? "", p.cache_write ?? ""].join(" ").trim()).join("\n");
       form.elements.timeout_seconds.value = provider.timeout_seconds;
     } else {
       form.elements.type.value = "openai_compatible";
@@ -156,6 +161,18 @@
     (provider ? form.elements.type : form.elements.name).focus();
   }
 
+  // "model input output [cached_input] [cache_write]" lines to the API's {model: {...}}; a line that
+  // does not parse is sent as it is, so the server names the problem next to the field.
+  function parsePrices(text) {
+    const out = {};
+    for (const line of text.split("\n").map((l) => l.trim()).filter(Boolean)) {
+      const [model, ...numbers] = line.split(/\s+/);
+      const names = ["input", "output", "cached_input", "cache_write"];
+      out[model] = Object.fromEntries(numbers.map((n, i) => [names[i] || `extra${i}`, Number.isNaN(Number(n)) ? n : Number(n)]));
+    }
+    return out;
+  }
+
   function formBody() {
     const body = {
       type: form.elements.type.value,
@@ -163,6 +180,7 @@
       base_url: form.elements.base_url.value.trim(),
       default_model: form.elements.default_model.value.trim(),
       allowed_models: form.elements.allowed_models.value.split(/[\n,]+/).map((s) => s.trim()).filter(Boolean),
+      prices: parsePrices(form.elements.prices.value),
     };
     const timeout = form.elements.timeout_seconds.value.trim();
     body.timeout_seconds = timeout === "" ? 120 : Number(timeout);
@@ -173,23 +191,9 @@
     return body;
   }
 
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const button = $("provider-save");
-    button.disabled = true;
-    try {
-      const saved = editing
-        ? await api("PATCH", `/admin/api/providers/${encodeURIComponent(editing.name)}`, formBody())
-        : await api("POST", "/admin/api/providers", formBody());
-      dialog.close();
-      notify(`Saved ${saved.name}; it is used from the next request on.`);
-      await load();
-    } catch (err) {
-      showErrors(form, err);
-    } finally {
-      button.disabled = false;
-    }
-  });
+  Admin.bindEditor({ collection: "providers", form, dialog, save: $("provider-save"), remove: $("provider-delete"),
+    editing: () => editing, body: formBody, reload: load, noun: "provider",
+    deleteHint: "It is removed from config.yaml. Only a provider no client uses can be deleted." });
 
   $("provider-test").addEventListener("click", (e) => {
     clearErrors(form);
@@ -197,20 +201,6 @@
     const body = formBody();
     delete body.name;
     runTest(name, body, $("form-test-result"), e.currentTarget);
-  });
-
-  $("provider-delete").addEventListener("click", async () => {
-    const ok = await confirmAction(`Delete ${editing.name}?`,
-      "It is removed from config.yaml. Only a provider no client uses can be deleted.", "Delete provider");
-    if (!ok) return;
-    try {
-      await api("DELETE", `/admin/api/providers/${encodeURIComponent(editing.name)}`);
-      dialog.close();
-      notify(`Deleted ${editing.name}.`);
-      await load();
-    } catch (err) {
-      showErrors(form, err);
-    }
   });
 
   $("new-provider").addEventListener("click", () => openEditor(null));

@@ -3,7 +3,7 @@
 "use strict";
 
 (async () => {
-  const { api, h, field, showErrors, clearErrors, notify, confirmAction, fmt } = Admin;
+  const { api, h, field, clearErrors, fmt } = Admin;
   const $ = (id) => document.getElementById(id);
   const meta = await Admin.start();
   const dialog = $("route-dialog");
@@ -79,37 +79,9 @@
     return body;
   }
 
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const button = $("route-save");
-    button.disabled = true;
-    try {
-      const saved = editing
-        ? await api("PATCH", `/admin/api/routes/${encodeURIComponent(editing.name)}`, formBody())
-        : await api("POST", "/admin/api/routes", formBody());
-      dialog.close();
-      notify(`Saved ${saved.name}; it is used from the next request on.`);
-      await load();
-    } catch (err) {
-      showErrors(form, err);
-    } finally {
-      button.disabled = false;
-    }
-  });
-
-  $("route-delete").addEventListener("click", async () => {
-    const ok = await confirmAction(`Delete ${editing.name}?`,
-      "It is removed from config.yaml. Only a route no client may use can be deleted.", "Delete route");
-    if (!ok) return;
-    try {
-      await api("DELETE", `/admin/api/routes/${encodeURIComponent(editing.name)}`);
-      dialog.close();
-      notify(`Deleted ${editing.name}.`);
-      await load();
-    } catch (err) {
-      showErrors(form, err);
-    }
-  });
+  Admin.bindEditor({ collection: "routes", form, dialog, save: $("route-save"), remove: $("route-delete"),
+    editing: () => editing, body: formBody, reload: load, noun: "route",
+    deleteHint: "It is removed from config.yaml. Only a route no client may use can be deleted." });
 
   $("new-route").addEventListener("click", () => openEditor(null));
   await load();

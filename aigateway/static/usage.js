@@ -46,6 +46,10 @@
     fillTable("by-client", report.clients, (r) => r.client_name, "Client");
     fillTable("by-model", report.models, (r) => r.model || "(none)", "Model");
     $("l-models").replaceChildren(...report.models.map((m) => h("option", { value: m.model })));
+    const unpriced = report.unpriced || [];
+    $("unpriced").hidden = !unpriced.length;
+    $("unpriced").textContent = unpriced.length ? "Used without a price (charged $0; add one to the provider's "
+      + "prices): " + unpriced.map((u) => `${u.provider}/${u.model} (${fmt.int(u.requests)} requests)`).join(", ") : "";
   }
 
   function svg(tag, attrs, text) {
@@ -112,9 +116,10 @@
     body.replaceChildren(...rows.map((r) => h("tr", {},
       h("td", { "data-label": label }, name(r)),
       num("Requests", r.requests), num("Errors", r.errors), num("Rejected", r.rejected),
-      num("Input tokens", r.input_tokens), num("Output tokens", r.output_tokens))));
+      num("Input tokens", r.input_tokens), num("Output tokens", r.output_tokens),
+      h("td", { class: "num", "data-label": "Cost (USD)" }, "$" + (r.cost_usd || 0).toFixed(4)))));
     if (!rows.length) {
-      body.append(h("tr", {}, h("td", { colspan: 6, class: "empty" }, "No usage in this range.")));
+      body.append(h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No usage in this range.")));
     }
   }
 

@@ -8,8 +8,14 @@ then edited in, as the README says, and the per-minute rate limits turned off: t
 SDK against every backend: plain, streamed, system prompt, multi-turn, image, tool round trips
 (streamed arguments included), JSON mode, structured output, max-tokens stop, thinking, upstream
 errors (SDK exception type, status, retry delay), errors in mid-stream, model listings and token
-counts. For each answer the usage the SDK sees and the request-log row are checked against what
-the upstream reported. Loopback only; takes well under a minute.
+counts. A fifth backend is an ``openai`` provider with ``api: responses`` (the upstream's Responses
+API). The openai SDK's Responses API (``responses.create``, ``responses.stream``, a function-tool
+round trip) runs against every backend, and embeddings (openai ``embeddings.create``: base64, floats,
+dimensions, token arrays; google-genai ``embed_content``; Gemini ``:embedContent``) against each,
+an Anthropic backend refusing them. For each answer the usage the SDK sees and the request-log row
+(inbound format, endpoint) are checked against what the upstream reported. Gateway bugs found and
+reported but not yet fixed are listed in ``KNOWN``: their checks print as KNOWN and do not fail the
+run (until they pass). Loopback only; takes under a minute and a half.
 
     python contrib/acceptance/run.py [-k SUBSTRING] [-v]
 """
@@ -113,6 +119,7 @@ class World:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        self.http = httpx.Client(timeout=30)  # one client: a new one per call costs ~50 ms
         self.upstream = start("acceptance upstream", [sys.executable, str(HERE / "upstream.py"), "--port", "0"],
                               timeout=30)
         self.config = folder / "config.yaml"
@@ -153,19 +160,19 @@ class World:
     def wait_for_key(self, key: str) -> None:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            r = httpx.get(self.gateway.url + "/health")
-            if r.status_code == 200 and httpx.post(self.gateway.url + "/v1/chat/completions", json={},
+            r = self.http.get(self.gateway.url + "/health")
+            if r.status_code == 200 and self.http.post(self.gateway.url + "/v1/chat/completions", json={},
                                                    headers={"Authorization": f"Bearer {key}"}).status_code != 401:
                 return
             time.sleep(0.1)
         raise RuntimeError("the gateway did not accept a new key")
 
     def scenario(self, name: str, **extra: Any) -> None:
-        httpx.post(self.upstream.url + "/_ctl/scenario", json={"name": name, **extra})
-        httpx.delete(self.upstream.url + "/_ctl/requests")
+        self.http.post(self.upstream.url + "/_ctl/scenario", json={"name": name, **extra})
+        self.http.delete(self.upstream.url + "/_ctl/requests")
 
     def received(self) -> list[dict]:
-        return [r for r in httpx.get(self.upstream.url + "/_ctl/requests").json()["requests"] if r["body"]]
+        return [r for r in self.http.get(self.upstream.url + "/_ctl/requests").json()["requests"] if r["body"]]
 
     def log_rows(self, backend: str) -> list[dict]:
         conn = sqlite3.connect(self.db)
@@ -176,6 +183,7 @@ class World:
         return rows
 
     def stop(self) -> None:
+        self.http.close()
         self.gateway.stop()
         self.upstream.stop()
 
@@ -469,7 +477,16 @@ RESULTS: list[tuple[str, str, str, str]] = []  # (sdk, backend, case, outcome)
 # Gateway bugs this run found, reported and left to be fixed in the gateway: (sdk, backend, case) ->
 # what is wrong ("*" matches any). Such a check that fails is "KNOWN", not a failure; one that
 # passes fails the run until its entry is removed, so the list stays true.
-KNOWN: dict[tuple[str, str, str], str] = {}
+DUPLICATE_IDS = ("streamed consecutive function calls share one item id (fc_<id>_0): the Responses stream encoder "
+                 "names a call's item before closing the one before it")
+KNOWN: dict[tuple[str, str, str], str] = {
+    **{("openai", b, "responses-tool-round-trip-stream"): DUPLICATE_IDS for b in ("openai", "gemini", "compat")},
+    **{("openai", "openai", f"responses-refusal-{tag}"): "an OpenAI refusal reaches a Responses client as output_text "
+       "in an incomplete response (content_filter), not as a refusal part of a completed one" for tag in
+       ("plain", "stream")},
+    **{("*", "responses", f"refusal-{tag}"): "a Responses upstream's refusal part reaches chat clients as plain text "
+       "ending stop / end_turn / STOP: it is decoded as text, never as a refusal" for tag in ("plain", "stream")},
+}
 
 
 def known_bug(sdk: str, backend: str, case: str) -> str | None:
@@ -490,6 +507,7 @@ def check(sdk: str, backend: str, case: str, fn: Callable[[], None], verbose: bo
         RESULTS.append((sdk, backend, case, ("FAIL " if why is None else f"KNOWN {why}: ") + detail[:400]))
         if verbose:
             traceback.print_exc()
+        time.sleep(0.2)  # a check that stopped early: let its log rows land before the next one counts rows
 
 
 def expect(cond: bool, message: str) -> None:
@@ -885,6 +903,8 @@ def embedding_checks(d: Driver, case: Callable[[str, Callable[[], None]], None])
             expect(got == 400 and what in str(exc), f"{got}: {exc}")
             row = last_row(w, b, before)
             expect((row["status"], row["endpoint"]) == (400, "embeddings"), f"log row {row['status'], row['endpoint']}")
+            if b == "anthropic":
+                expect(not w.received(), "an Anthropic backend was asked for embeddings")
             return
         raise AssertionError(f"no {cls.__name__}")
 
@@ -942,7 +962,7 @@ def embedding_checks(d: Driver, case: Callable[[str, Callable[[], None]], None])
     case("embed-content-dimensions", lambda: embedded(genai_embed(256), EMBED_TEXTS[:2], 256))
     if d.sdk == "genai-v1beta":  # the SDK always batches: the single-content method, as a REST user calls it
         def single() -> list[list[float]]:
-            r = httpx.post(f"{w.gateway.url}/v1beta/models/{model}:embedContent",
+            r = w.http.post(f"{w.gateway.url}/v1beta/models/{model}:embedContent",
                            headers={"x-goog-api-key": w.keys[b]},
                            json={"content": {"parts": [{"text": EMBED_TEXTS[1]}]}, "taskType": "SEMANTIC_SIMILARITY"})
             expect(r.status_code == 200 and set(r.json()) == {"embedding"}, f"{r.status_code} {r.text[:200]}")

@@ -12,11 +12,19 @@ It behaves like the real services where that matters to a gateway:
   ``choices: []`` usage chunk; Anthropic ``event:`` + ``data:`` with ``ping`` events, an empty first
   ``input_json_delta`` and ``signature_delta``; Gemini ``data:`` frames separated by ``\\r\\n\\r\\n``),
   written in small pieces at odd byte offsets, multi-byte UTF-8 characters split included;
+- the Responses API's rules: input items and content parts checked field by field (an
+  assistant message takes output_text / refusal parts only, every function_call needs its
+  function_call_output and back, function tools are strict by default, max_output_tokens >= 16,
+  no reasoning on non-reasoning models), its events numbered with ``sequence_number``;
 - realistic extra fields (system_fingerprint, service_tier, cache_creation, promptTokensDetails,
-  safety ratings...) a client must tolerate.
+  safety ratings, obfuscation...) a client must tolerate.
 
-Paths: ``/openai/v1/...`` (OpenAI), ``/compat/v1/...`` (an Ollama-like OpenAI-compatible server),
-``/anthropic/v1/...`` and ``/gemini/{v1beta,v1}/...``. The behaviour of the next requests is set with
+Paths: ``/openai/v1/...`` (OpenAI: chat completions, the Responses API, embeddings, models),
+``/compat/v1/...`` (an Ollama-like OpenAI-compatible server: chat completions, embeddings, models),
+``/anthropic/v1/...`` and ``/gemini/{v1beta,v1}/...`` (generateContent, streamGenerateContent,
+embedContent, batchEmbedContents, models). Embedding vectors are deterministic (``embed_vector``),
+so a client can predict them; Gemini reports no token usage for embeddings, as the real API.
+The behaviour of the next requests is set with
 ``POST /_ctl/scenario`` (JSON: ``{"name": ..., ...}``); ``GET /_ctl/requests`` returns what was received
 and ``DELETE /_ctl/requests`` forgets it. Loopback only.
 
@@ -49,7 +57,7 @@ JSON_TEXT = '{"answer": 42, "city": "Zürich"}'
 THINKING = "The user greets me; ünïcödé thoughts 🤔."
 SIGNATURE = "EqQBCkYIBxgCKkDsig" + "A" * 40
 GEMINI_SIGNATURE = base64.b64encode(b"\x0a\x24\x01gemini-thought-signature\xfe\xff").decode()
-PIECES = (1, 5, 17, 3, 64, 2, 31, 9, 4, 120)  # write sizes: SSE and UTF-8 boundaries split on purpose
+PIECES = (1, 5, 17, 3, 64, 2, 31, 9, 4, 120, 509, 1021)  # write sizes: SSE and UTF-8 boundaries split on purpose
 
 # Usage each provider reports (distinct numbers, so a mix-up shows).
 OPENAI_USAGE = {"prompt_tokens": 37, "completion_tokens": 11, "total_tokens": 48,
