@@ -156,3 +156,24 @@ def test_limits_apply_as_on_every_route(gateway):
         oai.responses.create(model="gpt-4o", input="again")
     assert "requests-per-minute" in limited.value.message and "resets in" in limited.value.message
     assert limited.value.response.headers["retry-after"]
+
+
+def test_consecutive_streamed_calls_are_items_of_their_own():
+    """Two tool calls in a row (OpenAI parallel calls, Gemini's functionCall parts): each is its own
+    output item with its own id, as the SDK's stream helper and Codex expect."""
+    import json
+
+    from aigateway import neutral
+    from aigateway.formats import responses
+
+    req = neutral.ChatRequest(model="m", messages=[], stream=True)
+    enc = responses.StreamEncoder(req, neutral.Route())
+    events = [neutral.Start("chatcmpl-abc", "m", 0), neutral.ToolCallStart(0, "call_a", "f"),
+              neutral.ToolCallDelta(0, "{}"), neutral.ToolCallStart(1, "call_b", "g"), neutral.ToolCallDelta(1, "{}"),
+              neutral.Finish(neutral.FinishReason.TOOL_CALLS)]
+    body = b"".join(enc.encode(e) for e in events) + enc.close()
+    data = [json.loads(line[6:]) for line in body.decode().splitlines() if line.startswith("data: ")]
+    added = [d["item"]["id"] for d in data if d["type"] == "response.output_item.added"]
+    final = next(d for d in data if d["type"] == "response.completed")["response"]["output"]
+    assert len(set(added)) == 2 and [i["id"] for i in final] == added and [i["call_id"] for i in final] == [
+        "call_a", "call_b"]

@@ -13,7 +13,7 @@ https://platform.openai.com/docs/guides/error-codes (errors: the same body as ch
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -579,13 +579,12 @@ class StreamEncoder:
         self._output.append(item)
         return out + self._event("response.output_item.done", output_index=index, item=item)
 
-    def _open_item(self, item: dict) -> bytes:
+    def _open_item(self, prefix: str, build: Callable[[str], dict]) -> bytes:
+        """Close the open item, then open the one ``build`` makes from its id: the id counts the
+        items before it, so it is named only once the previous one is in the output."""
         out = self._close_item()
-        self._open = item
+        self._open = item = build(f"{prefix}_{_item_ids(self._id)}_{len(self._output)}")
         return out + self._event("response.output_item.added", output_index=len(self._output), item=item)
-
-    def _item_id(self, prefix: str) -> str:
-        return f"{prefix}_{_item_ids(self._id)}_{len(self._output)}"
 
     def encode(self, event: neutral.Event) -> bytes:
         if self._ended:
@@ -601,10 +600,9 @@ class StreamEncoder:
         elif isinstance(event, neutral.ReasoningDelta):
             out += self._reasoning(event)
         elif isinstance(event, neutral.ToolCallStart):
-            item = _call_item(self._item_id("fc"), neutral.ToolCallPart(event.id, event.name, ""), self._req,
-                              "in_progress")
-            self._calls[event.index] = item
-            out += self._open_item(item)
+            call = neutral.ToolCallPart(event.id, event.name, "")
+            out += self._open_item("fc", lambda item_id: _call_item(item_id, call, self._req, "in_progress"))
+            self._calls[event.index] = self._open  # type: ignore[assignment]
         elif isinstance(event, neutral.ToolCallDelta) and event.args and event.index in self._calls:
             item = self._calls[event.index]
             item["arguments"] += event.args
@@ -617,10 +615,9 @@ class StreamEncoder:
     def _text(self, text: str) -> bytes:
         out = b""
         if self._open is None or self._open["type"] != "message":
-            item = _message_item(self._item_id("msg"), "", "in_progress")
-            out += self._open_item(item)
+            out += self._open_item("msg", lambda item_id: _message_item(item_id, "", "in_progress"))
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-            item["content"].append(part)
+            self._open["content"].append(part)  # type: ignore[index]
             out += self._event("response.content_part.added", **self._where(), content_index=0, part=dict(part))
         self._open["content"][0]["text"] += text  # type: ignore[index]
         return out + self._event("response.output_text.delta", **self._where(), content_index=0, delta=text,
@@ -631,7 +628,7 @@ class StreamEncoder:
             return b""
         out = b""
         if self._open is None or self._open["type"] != "reasoning":
-            out += self._open_item({"type": "reasoning", "id": self._item_id("rs"), "summary": []})
+            out += self._open_item("rs", lambda item_id: {"type": "reasoning", "id": item_id, "summary": []})
         item = self._open
         assert item is not None
         if event.signature:

@@ -477,10 +477,7 @@ RESULTS: list[tuple[str, str, str, str]] = []  # (sdk, backend, case, outcome)
 # Gateway bugs this run found, reported and left to be fixed in the gateway: (sdk, backend, case) ->
 # what is wrong ("*" matches any). Such a check that fails is "KNOWN", not a failure; one that
 # passes fails the run until its entry is removed, so the list stays true.
-DUPLICATE_IDS = ("streamed consecutive function calls share one item id (fc_<id>_0): the Responses stream encoder "
-                 "names a call's item before closing the one before it")
 KNOWN: dict[tuple[str, str, str], str] = {
-    **{("openai", b, "responses-tool-round-trip-stream"): DUPLICATE_IDS for b in ("openai", "gemini", "compat")},
     **{("openai", "openai", f"responses-refusal-{tag}"): "an OpenAI refusal reaches a Responses client as output_text "
        "in an incomplete response (content_filter), not as a refusal part of a completed one" for tag in
        ("plain", "stream")},
