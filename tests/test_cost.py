@@ -25,7 +25,7 @@ def provider(type_: str, **raw: object) -> Provider:
 
 
 def test_openai_usage_cached_inside_prompt_tokens():
-    usage = openai_codec._usage({"prompt_tokens": 1000, "completion_tokens": 500,
+    usage = openai_codec.read_usage({"prompt_tokens": 1000, "completion_tokens": 500,
                                  "prompt_tokens_details": {"cached_tokens": 400},
                                  "completion_tokens_details": {"reasoning_tokens": 200}})
     price = provider("openai").prices.find("gpt-4o")

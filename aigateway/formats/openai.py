@@ -253,7 +253,7 @@ def _encode_message(msg: neutral.Message) -> list[dict]:
         return [{"role": "system", "content": neutral.message_text(msg)}]
     if msg.role == "assistant":
         out: dict[str, Any] = {"role": "assistant"}
-        text = "".join(p.text for p in msg.parts if isinstance(p, neutral.TextPart))
+        text = neutral.message_text(msg)
         calls = [p for p in msg.parts if isinstance(p, neutral.ToolCallPart)]
         out["content"] = text if text or not calls else None
         if calls:
@@ -343,17 +343,22 @@ def patch_request(body: dict, policy: neutral.Policy, route: neutral.Route) -> t
 # ---------------------------------------------------------------- responses
 
 
-def _usage(raw: Any) -> neutral.Usage | None:
+def read_usage(raw: Any, input_name: str = "prompt_tokens",
+               output_name: str = "completion_tokens") -> neutral.Usage | None:
+    """OpenAI's usage object, in chat completions' names or the Responses API's (``input_tokens``,
+    ``output_tokens``): the details objects are named after the counts they detail."""
     if not isinstance(raw, dict):
         return None
-    details = raw.get("prompt_tokens_details") or {}
-    out_details = raw.get("completion_tokens_details") or {}
+    details = raw.get(f"{input_name}_details") or {}
+    out_details = raw.get(f"{output_name}_details") or {}
     return neutral.Usage(
-        input_tokens=int(raw.get("prompt_tokens") or 0),
-        output_tokens=int(raw.get("completion_tokens") or 0),
+        input_tokens=int(raw.get(input_name) or 0),
+        output_tokens=int(raw.get(output_name) or 0),
         cached_tokens=int(details.get("cached_tokens") or 0),
+        cache_write_tokens=int(details.get("cache_write_tokens") or 0),
         reasoning_tokens=int(out_details.get("reasoning_tokens") or 0),
     )
+
 
 
 def _encode_usage(u: neutral.Usage) -> dict:
@@ -385,7 +390,7 @@ def decode_response(body: dict) -> neutral.ChatResponse:
             created=int(body.get("created") or 0),
             parts=parts,
             finish=_finish(choice.get("finish_reason"), bool(message.get("refusal"))),
-            usage=_usage(body.get("usage")),
+            usage=read_usage(body.get("usage")),
         )
     except (TypeError, AttributeError, ValueError, neutral.GatewayError) as exc:
         raise neutral.GatewayError(502, neutral.ErrorKind.UPSTREAM, f"malformed upstream response: {exc}") from None
@@ -471,7 +476,7 @@ class StreamDecoder(FrameDecoder):
                 if finish:
                     events.append(neutral.Finish(finish))
         if chunk.get("usage") is not None:  # null on every chunk but the last when usage is asked for
-            usage = _usage(chunk["usage"])
+            usage = read_usage(chunk["usage"])
             if usage:
                 events.append(neutral.UsageReport(usage))
         return events

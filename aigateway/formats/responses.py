@@ -290,15 +290,7 @@ def patch_request(body: dict, policy: neutral.Policy, route: neutral.Route) -> t
 
 
 def _usage(raw: Any) -> neutral.Usage | None:
-    if not isinstance(raw, dict):
-        return None
-    details = raw.get("input_tokens_details") or {}
-    out_details = raw.get("output_tokens_details") or {}
-    return neutral.Usage(input_tokens=int(raw.get("input_tokens") or 0),
-                         output_tokens=int(raw.get("output_tokens") or 0),
-                         cached_tokens=int(details.get("cached_tokens") or 0),
-                         cache_write_tokens=int(details.get("cache_write_tokens") or 0),
-                         reasoning_tokens=int(out_details.get("reasoning_tokens") or 0))
+    return openai.read_usage(raw, "input_tokens", "output_tokens")
 
 
 def _encode_usage(u: neutral.Usage | None) -> dict:
