@@ -66,7 +66,7 @@ class Gateway:
         """Count what a dead process left in flight, load the key index (restoring the limit
         counters) and start watching the database for CLI changes. Idempotent."""
         if not self._timers:
-            await self.db.write(flights.recover)
+            await self.db.write(lambda conn: flights.recover(conn, self.config.providers))
         await self.reload_clients()
         if not self._timers:
             self._timers = [PeriodicCallback(self._check_changes, RELOAD_SECONDS * 1000),

@@ -13,10 +13,16 @@ from __future__ import annotations
 import logging
 import random
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
+from aigateway.neutral import Usage
+from aigateway.pricing import cost_of
 from aigateway.usage import UsageRecord
+
+if TYPE_CHECKING:
+    from aigateway.providers import Provider
 
 log = logging.getLogger("aigateway.flights")
 
@@ -60,9 +66,9 @@ class FlightMark:
               m.started_at, m.input_tokens, m.output_tokens, m.streamed, m.marked_at) for m in marks])
 
 
-def recover(conn: sqlite3.Connection) -> int:
-    """Count the requests a dead process left in flight (see the module docstring); returns how many.
-    Runs at start-up, before the limit counters are restored from the request log."""
+def recover(conn: sqlite3.Connection, providers: Mapping[str, Provider]) -> int:
+    """Count the requests a dead process left in flight (see the module docstring), priced as any
+    request is; returns how many. Runs at start-up, before the limit counters are restored."""
     rows = conn.execute("SELECT * FROM in_flight").fetchall()
     records = [UsageRecord(
         r["client_id"], r["client_name"], r["inbound"], ts=r["started_at"], provider=r["provider"],
@@ -70,6 +76,10 @@ def recover(conn: sqlite3.Connection) -> int:
         input_tokens=r["input_tokens"], output_tokens=r["output_tokens"] if r["streamed"] is None else r["streamed"],
         stream=bool(r["stream"]), admitted=True, estimated=True, error=RECOVERED_ERROR, flight_id=r["id"],
     ) for r in rows]
+    for rec in records:
+        if rec.provider in providers:
+            rec.cost_usd, rec.priced = cost_of(providers[rec.provider].prices, rec.model,
+                                               Usage(rec.input_tokens, rec.output_tokens))
     if records:
         UsageRecord.write(conn, records)
         log.warning("counted %d requests that were in flight when the gateway last stopped (%d output tokens)",

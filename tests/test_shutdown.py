@@ -15,6 +15,8 @@ import pytest
 from conftest import GatewayServer
 from faults import chat_request, clean_error, sse_data
 
+from aigateway.price_table import TABLES
+
 WORDS = " ".join(f"w{i}" for i in range(12))
 STREAMS = 40
 
@@ -208,6 +210,9 @@ def test_a_sigkill_loses_no_usage_of_requests_in_flight(fresh_gateway):
     rows = fresh_gateway.log_rows("killed")
     assert len(rows) == 5 and all(r["status"] == 500 and r["admitted"] == 1 for r in rows), rows
     assert all(r["output_tokens"] > 0 for r in rows) and min(received) > 0, (rows, received)
+    price = TABLES["openai"]["gpt-4o"]  # fake-openai is of type openai
+    assert [r["cost_usd"] for r in rows] == pytest.approx(
+        [(r["input_tokens"] * price.input + r["output_tokens"] * price.output) / 1e6 for r in rows])
     conn = fresh_gateway.db()
     assert conn.execute("SELECT COUNT(*) FROM in_flight").fetchone()[0] == 0
     assert tuple(conn.execute("SELECT SUM(requests), SUM(output_tokens) FROM daily_usage d JOIN clients c"
