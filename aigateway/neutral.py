@@ -135,7 +135,11 @@ def invalid(message: str, param: str | None = None) -> GatewayError:
 
 @dataclass(slots=True)
 class TextPart:
+    """Answer text; ``refusal`` marks the model declining to answer, which OpenAI's formats carry
+    apart (a ``refusal`` field or part) and the others as text ending with their refusal reason."""
+
     text: str
+    refusal: bool = False
 
 
 @dataclass(slots=True)
@@ -312,6 +316,7 @@ class Start:
 @dataclass(slots=True)
 class TextDelta:
     text: str
+    refusal: bool = False
 
 
 @dataclass(slots=True)
@@ -372,10 +377,10 @@ def fold(start: Start, events: list[Event]) -> ChatResponse:
     usage = start.usage
     for ev in events:
         if isinstance(ev, TextDelta):
-            if parts and isinstance(parts[-1], TextPart):
+            if parts and isinstance(parts[-1], TextPart) and parts[-1].refusal == ev.refusal:
                 parts[-1].text += ev.text
             else:
-                parts.append(TextPart(ev.text))
+                parts.append(TextPart(ev.text, ev.refusal))
         elif isinstance(ev, ReasoningDelta):
             if parts and isinstance(parts[-1], ReasoningPart) and not ev.redacted:
                 parts[-1].text += ev.text

@@ -543,13 +543,32 @@ def test_decode_response_refusal_is_the_answer_and_a_content_filter_finish():
     body = {"id": "x", "model": "m", "created": 1, "choices": [{"index": 0, "finish_reason": "stop", "message": {
         "role": "assistant", "content": None, "refusal": REFUSAL}}]}
     resp = codec.decode_response(body)
-    assert resp.parts == [TextPart(REFUSAL)] and resp.finish is FinishReason.CONTENT_FILTER
+    assert resp.parts == [TextPart(REFUSAL, refusal=True)] and resp.finish is FinishReason.CONTENT_FILTER
+
+
+def test_encode_response_refusal_in_its_own_field_ending_stop():
+    """A refusal (from any upstream) reaches a chat client the way OpenAI sends one."""
+    resp = ChatResponse("x", "m", 1, [TextPart(REFUSAL, refusal=True)], FinishReason.CONTENT_FILTER)
+    choice = codec.encode_response(resp, ChatRequest("m", []))["choices"][0]
+    assert choice["message"]["refusal"] == REFUSAL and choice["message"]["content"] is None
+    assert choice["finish_reason"] == "stop"
+    filtered = ChatResponse("x", "m", 1, [TextPart("partial")], FinishReason.CONTENT_FILTER)
+    assert codec.encode_response(filtered, ChatRequest("m", []))["choices"][0]["finish_reason"] == "content_filter"
+
+
+def test_stream_encoder_refusal_deltas_end_stop():
+    enc = codec.StreamEncoder(ChatRequest("m", []), ROUTE)
+    out = b"".join(enc.encode(e) for e in [Start("x", "m", 1), TextDelta("I'm sorry", refusal=True),
+                                           Finish(FinishReason.CONTENT_FILTER)])
+    chunks = [orjson.loads(line[6:]) for line in out.split(b"\n\n") if line.startswith(b"data: {")]
+    assert chunks[1]["choices"][0]["delta"] == {"refusal": "I'm sorry"}
+    assert chunks[2]["choices"][0]["finish_reason"] == "stop"
 
 
 def test_stream_decoder_refusal_deltas():
     data = b"".join([chunk({"role": "assistant", "content": None, "refusal": ""}), chunk({"refusal": "I'm sorry"}),
                      chunk({"refusal": ", no."}), chunk({}, "stop")])
-    assert stream_events(data)[1:] == [TextDelta("I'm sorry"), TextDelta(", no."),
+    assert stream_events(data)[1:] == [TextDelta("I'm sorry", True), TextDelta(", no.", True),
                                        Finish(FinishReason.CONTENT_FILTER)]
 
 

@@ -177,3 +177,44 @@ def test_consecutive_streamed_calls_are_items_of_their_own():
     final = next(d for d in data if d["type"] == "response.completed")["response"]["output"]
     assert len(set(added)) == 2 and [i["id"] for i in final] == added and [i["call_id"] for i in final] == [
         "call_a", "call_b"]
+
+
+def test_a_refusal_is_a_refusal_part_of_a_completed_response():
+    """A refusal from any upstream (neutral refusal text ending content_filter) reaches a Responses
+    client as OpenAI sends one: a ``refusal`` content part, ``response.refusal.*`` events, status
+    completed; decoding it back gives the refusal again (a Responses upstream's refusal)."""
+    import json
+
+    from openai.types.responses import Response, ResponseStreamEvent
+    from pydantic import TypeAdapter
+
+    from aigateway import neutral
+    from aigateway.formats import responses
+
+    req = neutral.ChatRequest(model="m", messages=[], stream=True)
+    enc = responses.StreamEncoder(req, neutral.Route())
+    events = [neutral.Start("resp_1", "m", 0), neutral.TextDelta("I can't ", True), neutral.TextDelta("help.", True),
+              neutral.Finish(neutral.FinishReason.CONTENT_FILTER)]
+    body = b"".join(enc.encode(e) for e in events) + enc.close()
+    data = [json.loads(line[6:]) for line in body.decode().splitlines() if line.startswith("data: ")]
+    for d in data:
+        TypeAdapter(ResponseStreamEvent).validate_python(d)
+    kinds = [d["type"] for d in data]
+    assert kinds.count("response.refusal.delta") == 2 and "response.output_text.delta" not in kinds
+    assert next(d for d in data if d["type"] == "response.refusal.done")["refusal"] == "I can't help."
+    final = Response.model_validate(data[-1]["response"])
+    assert data[-1]["type"] == "response.completed" and final.status == "completed"
+    assert [(p.type, getattr(p, "refusal", None)) for p in final.output[0].content] == [("refusal", "I can't help.")]
+
+    decoder = responses.StreamDecoder()
+    decoded = [e for e in decoder.feed(body) if not isinstance(e, neutral.Start)]
+    assert decoded == [neutral.TextDelta("I can't ", True), neutral.TextDelta("help.", True),
+                       neutral.Finish(neutral.FinishReason.CONTENT_FILTER)]
+
+    resp = neutral.ChatResponse("resp_1", "m", 0, [neutral.TextPart("I can't help.", True)],
+                                neutral.FinishReason.CONTENT_FILTER)
+    plain = responses.encode_response(resp, req)
+    assert Response.model_validate(plain).status == "completed"
+    assert plain["output"][0]["content"] == [{"type": "refusal", "refusal": "I can't help."}]
+    again = responses.decode_response(plain)
+    assert again.parts == resp.parts and again.finish is neutral.FinishReason.CONTENT_FILTER

@@ -124,7 +124,7 @@ def _assistant_parts(msg: dict, where: str) -> list:
         parts.append(neutral.TextPart(text))
     refusal = msg.get("refusal")
     if isinstance(refusal, str) and refusal:  # the model's refusal is its answer
-        parts.append(neutral.TextPart(refusal))
+        parts.append(neutral.TextPart(refusal, refusal=True))
     for call in msg.get("tool_calls") or []:
         fn = call.get("function") or {}
         if not isinstance(fn.get("name"), str):
@@ -378,6 +378,13 @@ def _finish(raw: Any, refused: bool = False) -> neutral.FinishReason | None:
     return neutral.FinishReason.CONTENT_FILTER if refused and finish is neutral.FinishReason.STOP else finish
 
 
+def _finish_name(finish: neutral.FinishReason | None, refused: bool) -> str:
+    """OpenAI's finish_reason: a refusal (given in its own field) ends with "stop"."""
+    if refused and finish is neutral.FinishReason.CONTENT_FILTER:
+        return "stop"
+    return (finish or neutral.FinishReason.STOP).value
+
+
 def decode_response(body: dict) -> neutral.ChatResponse:
     """An upstream chat.completion to the neutral response."""
     try:
@@ -398,11 +405,12 @@ def decode_response(body: dict) -> neutral.ChatResponse:
 
 def encode_response(resp: neutral.ChatResponse, req: neutral.ChatRequest) -> dict:
     """The neutral response as an OpenAI chat.completion."""
-    text = "".join(p.text for p in resp.parts if isinstance(p, neutral.TextPart))
+    text = "".join(p.text for p in resp.parts if isinstance(p, neutral.TextPart) and not p.refusal)
+    refusal = "".join(p.text for p in resp.parts if isinstance(p, neutral.TextPart) and p.refusal)
     calls = [p for p in resp.parts if isinstance(p, neutral.ToolCallPart)]
     reasoning = "".join(p.text for p in resp.parts if isinstance(p, neutral.ReasoningPart))
-    message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None,
-                               "refusal": None}
+    message: dict[str, Any] = {"role": "assistant", "content": text if text or not (calls or refusal) else None,
+                               "refusal": refusal or None}
     if reasoning:
         message["reasoning_content"] = reasoning
     if calls:
@@ -416,7 +424,7 @@ def encode_response(resp: neutral.ChatResponse, req: neutral.ChatRequest) -> dic
         "created": resp.created,
         "model": resp.model,
         "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": (resp.finish or neutral.FinishReason.STOP).value}],
+                     "finish_reason": _finish_name(resp.finish, bool(refusal))}],
     }
     if resp.usage:
         out["usage"] = _encode_usage(resp.usage)
@@ -465,9 +473,9 @@ class StreamDecoder(FrameDecoder):
             reasoning = delta.get("reasoning_content") or delta.get("reasoning")
             if isinstance(reasoning, str) and reasoning:
                 events.append(neutral.ReasoningDelta(reasoning))
-            for text in (delta.get("content"), delta.get("refusal")):
+            for text, refused in ((delta.get("content"), False), (delta.get("refusal"), True)):
                 if isinstance(text, str) and text:
-                    events.append(neutral.TextDelta(text))
+                    events.append(neutral.TextDelta(text, refused))
             self._refused = self._refused or bool(delta.get("refusal"))
             for call in delta.get("tool_calls") or ():
                 events.extend(self._tool_call(call))
@@ -504,7 +512,7 @@ class StreamEncoder:
         self._include_usage = req.include_usage
         self._head = b""
         self._usage: neutral.Usage | None = None
-        self._failed = self._relayed = False
+        self._failed = self._relayed = self._refused = False
 
     def _chunk(self, delta: dict, finish: str | None = None) -> bytes:
         choice = orjson.dumps({"index": 0, "delta": delta, "finish_reason": finish})
@@ -513,7 +521,8 @@ class StreamEncoder:
 
     def encode(self, event: neutral.Event) -> bytes:
         if isinstance(event, neutral.TextDelta):
-            return self._chunk({"content": event.text})
+            self._refused = self._refused or event.refusal
+            return self._chunk({"refusal" if event.refusal else "content": event.text})
         if isinstance(event, neutral.Start):
             self._head = orjson.dumps({"id": event.id, "object": "chat.completion.chunk",
                                        "created": event.created, "model": event.model})[:-1] + b","
@@ -526,7 +535,7 @@ class StreamEncoder:
         if isinstance(event, neutral.ReasoningDelta):
             return self._chunk({"reasoning_content": event.text}) if event.text else b""
         if isinstance(event, neutral.Finish):
-            return self._chunk({}, event.reason.value)
+            return self._chunk({}, _finish_name(event.reason, self._refused))
         if isinstance(event, neutral.UsageReport):
             self._usage = event.usage
             return b""

@@ -62,6 +62,25 @@ def _text(content: Any, where: str) -> str:
     raise neutral.invalid(f"{where}: content must be a string or a list of parts", where)
 
 
+def _answer_parts(content: Any, where: str) -> list[neutral.TextPart]:
+    """An assistant message's content: ``output_text`` parts as text, ``refusal`` parts as refusals."""
+    if not isinstance(content, list):
+        text = _text(content, where)
+        return [neutral.TextPart(text)] if text else []
+    parts = []
+    for p in content:
+        if isinstance(p, dict) and (p.get("text") or p.get("refusal")):
+            refused = p.get("type") == "refusal"
+            parts.append(neutral.TextPart(str(p.get("refusal") if refused else p.get("text")), refused))
+    return parts
+
+
+def _content_part(text: str, refusal: bool) -> dict:
+    if refusal:
+        return {"type": "refusal", "refusal": text}
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
 def _user_parts(content: Any, where: str) -> list[neutral.Part]:
     """User content: text and images. Files and file ids have no neutral form: they reach only a
     Responses upstream (pass-through) and are left out elsewhere."""
@@ -109,9 +128,7 @@ class _Conversation:
             elif role == "user":
                 self.messages.append(neutral.Message("user", _user_parts(content, where)))
             elif role == "assistant":
-                text = _text(content, where)
-                if text:
-                    self._turn("assistant").append(neutral.TextPart(text))
+                self._turn("assistant").extend(_answer_parts(content, where))
             else:
                 raise neutral.invalid(f"{where}: unknown role {role!r}", where)
         elif kind == "function_call":
@@ -222,8 +239,10 @@ def _encode_item(msg: neutral.Message) -> list[dict]:
     items: list[dict] = []
     content: list[dict] = []
     for p in msg.parts:
-        if isinstance(p, neutral.TextPart):
-            content.append({"type": "output_text" if msg.role == "assistant" else "input_text", "text": p.text})
+        if isinstance(p, neutral.TextPart) and msg.role == "assistant":
+            content.append(_content_part(p.text, p.refusal))
+        elif isinstance(p, neutral.TextPart):
+            content.append({"type": "input_text", "text": p.text})
         elif isinstance(p, neutral.ImagePart):
             url = p.url or f"data:{p.media_type};base64,{p.data}"
             content.append({"type": "input_image", "image_url": url, "detail": p.detail or "auto"})
@@ -301,12 +320,15 @@ def _encode_usage(u: neutral.Usage | None) -> dict:
             "total_tokens": u.total_tokens}
 
 
-def _finish(body: dict, called: bool) -> neutral.FinishReason:
-    """The finish reason of a response object whose output did (``called``) or did not call tools."""
+def _finish(body: dict, called: bool, refused: bool) -> neutral.FinishReason:
+    """The finish reason of a response object whose output did (``called``) or did not call tools,
+    or held a refusal (a completed response, which the other formats end with their refusal reason)."""
     if body.get("status") == "incomplete":
         reason = (body.get("incomplete_details") or {}).get("reason")
         return _INCOMPLETE.get(str(reason), neutral.FinishReason.LENGTH)
-    return neutral.FinishReason.TOOL_CALLS if called else neutral.FinishReason.STOP
+    if called:
+        return neutral.FinishReason.TOOL_CALLS
+    return neutral.FinishReason.CONTENT_FILTER if refused else neutral.FinishReason.STOP
 
 
 def _output_parts(output: Any) -> list[neutral.Part]:
@@ -314,9 +336,7 @@ def _output_parts(output: Any) -> list[neutral.Part]:
     for item in output or ():
         kind = item.get("type")
         if kind == "message":
-            text = _text(item.get("content"), "output")
-            if text:
-                parts.append(neutral.TextPart(text))
+            parts.extend(_answer_parts(item.get("content"), "output"))
         elif kind == "function_call":
             args = item.get("arguments")
             parts.append(neutral.ToolCallPart(str(item.get("call_id") or item.get("id") or ""),
@@ -351,9 +371,10 @@ def decode_response(body: dict) -> neutral.ChatResponse:
     try:
         parts = _output_parts(body.get("output"))
         called = any(isinstance(p, neutral.ToolCallPart) for p in parts)
+        refused = any(isinstance(p, neutral.TextPart) and p.refusal for p in parts)
         return neutral.ChatResponse(id=str(body.get("id") or ""), model=str(body.get("model") or ""),
                                     created=int(body.get("created_at") or 0), parts=parts,
-                                    finish=_finish(body, called), usage=_usage(body.get("usage")))
+                                    finish=_finish(body, called, refused), usage=_usage(body.get("usage")))
     except (TypeError, AttributeError, ValueError, neutral.GatewayError) as exc:
         raise neutral.GatewayError(502, neutral.ErrorKind.UPSTREAM, f"malformed upstream response: {exc}") from None
 
@@ -377,9 +398,8 @@ def _item_ids(resp_id: str) -> str:
     return resp_id.removeprefix(ID_PREFIX) or "0"
 
 
-def _message_item(item_id: str, text: str, status: str = "completed") -> dict:
-    return {"type": "message", "id": item_id, "status": status, "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}] if text else []}
+def _message_item(item_id: str, content: list[dict], status: str = "completed") -> dict:
+    return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
 
 
 def _call_item(item_id: str, call: neutral.ToolCallPart, req: neutral.ChatRequest, status: str = "completed") -> dict:
@@ -399,10 +419,9 @@ def _output_items(resp: neutral.ChatResponse, req: neutral.ChatRequest) -> list[
     base, items = _item_ids(_response_id(resp.id)), list[dict]()
     for i, p in enumerate(resp.parts):
         if isinstance(p, neutral.TextPart):
-            if items and items[-1]["type"] == "message":  # adjacent text parts: one message
-                items[-1]["content"][0]["text"] += p.text
-            else:
-                items.append(_message_item(f"msg_{base}_{i}", p.text))
+            if not (items and items[-1]["type"] == "message"):  # adjacent text parts: one message
+                items.append(_message_item(f"msg_{base}_{i}", []))
+            items[-1]["content"].append(_content_part(p.text, p.refusal))
         elif isinstance(p, neutral.ToolCallPart):
             items.append(_call_item(f"fc_{base}_{i}", p, req))
         elif isinstance(p, neutral.ReasoningPart) and not p.redacted:
@@ -424,13 +443,16 @@ def _response_object(resp_id: str, model: str, created: int, req: neutral.ChatRe
     }
 
 
-def _status(finish: neutral.FinishReason | None) -> tuple[str, str | None]:
+def _status(finish: neutral.FinishReason | None, refused: bool) -> tuple[str, str | None]:
+    """Status and incomplete reason; a refusal (given as a refusal part) completes the response."""
+    if refused and finish is neutral.FinishReason.CONTENT_FILTER:
+        return "completed", None
     return _FINISH_STATUS.get(finish or neutral.FinishReason.STOP, ("completed", None))
 
 
 def encode_response(resp: neutral.ChatResponse, req: neutral.ChatRequest) -> dict:
     """The neutral response as a Responses API response object."""
-    status, reason = _status(resp.finish)
+    status, reason = _status(resp.finish, any(isinstance(p, neutral.TextPart) and p.refusal for p in resp.parts))
     obj = _response_object(resp.id, resp.model, resp.created, req, status, _output_items(resp, req), resp.usage)
     if reason:
         obj["incomplete_details"] = {"reason": reason}
@@ -449,6 +471,7 @@ class StreamDecoder(FrameDecoder):
         super().__init__()
         self._calls: dict[str, int] = {}  # item id -> neutral tool-call index
         self._args_seen: set[str] = set()
+        self._refused = False
 
     def _decode(self, frame: SSEFrame) -> list[neutral.Event]:
         if not frame.data or frame.data == "[DONE]":
@@ -470,7 +493,9 @@ class StreamDecoder(FrameDecoder):
             r = ev.get("response") or {}
             return [neutral.Start(str(r.get("id") or ""), str(r.get("model") or ""), int(r.get("created_at") or 0))]
         if kind in ("response.output_text.delta", "response.refusal.delta"):
-            return [neutral.TextDelta(ev["delta"])] if ev.get("delta") else []
+            refused = kind == "response.refusal.delta"
+            self._refused = self._refused or refused
+            return [neutral.TextDelta(ev["delta"], refused)] if ev.get("delta") else []
         if kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
             return [neutral.ReasoningDelta(ev["delta"])] if ev.get("delta") else []
         if kind == "response.output_item.added" and (ev.get("item") or {}).get("type") == "function_call":
@@ -485,7 +510,7 @@ class StreamDecoder(FrameDecoder):
             return self._item_done(ev.get("item") or {})
         if kind in ("response.completed", "response.incomplete"):
             r = ev.get("response") or {}
-            events: list[neutral.Event] = [neutral.Finish(_finish(r, bool(self._calls)))]
+            events: list[neutral.Event] = [neutral.Finish(_finish(r, bool(self._calls), self._refused))]
             usage = _usage(r.get("usage"))
             return events + [neutral.UsageReport(usage)] if usage else events
         if kind == "response.failed":  # what it used before failing still counts
@@ -524,7 +549,7 @@ class StreamEncoder:
         self._calls: dict[int, dict] = {}  # tool-call index -> its item
         self._finish: neutral.FinishReason | None = None
         self._usage: neutral.Usage | None = None
-        self._started = self._ended = self._relayed = False
+        self._started = self._ended = self._relayed = self._refused = False
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         data = {"type": kind, "sequence_number": self._seq, **fields}
@@ -556,9 +581,7 @@ class StreamEncoder:
         where = {"item_id": item["id"], "output_index": index}
         out = b""
         if item["type"] == "message":
-            part = item["content"][0]
-            out += self._event("response.output_text.done", **where, content_index=0, text=part["text"], logprobs=[])
-            out += self._event("response.content_part.done", **where, content_index=0, part=part)
+            out += self._close_part(item, where)
         elif item["type"] == "reasoning":
             if item["summary"]:
                 part = item["summary"][0]
@@ -570,6 +593,16 @@ class StreamEncoder:
         item["status"] = "completed"
         self._output.append(item)
         return out + self._event("response.output_item.done", output_index=index, item=item)
+
+    def _close_part(self, item: dict, where: dict) -> bytes:
+        """The ``.done`` events of a message's last content part (its text or its refusal)."""
+        index, part = len(item["content"]) - 1, item["content"][-1]
+        if part["type"] == "refusal":
+            out = self._event("response.refusal.done", **where, content_index=index, refusal=part["refusal"])
+        else:
+            out = self._event("response.output_text.done", **where, content_index=index, text=part["text"],
+                              logprobs=[])
+        return out + self._event("response.content_part.done", **where, content_index=index, part=part)
 
     def _open_item(self, prefix: str, build: Callable[[str], dict]) -> bytes:
         """Close the open item, then open the one ``build`` makes from its id: the id counts the
@@ -588,7 +621,7 @@ class StreamEncoder:
             return self._fail(event.error)
         out = self._start(event if isinstance(event, neutral.Start) else None)
         if isinstance(event, neutral.TextDelta) and event.text:
-            out += self._text(event.text)
+            out += self._text(event.text, event.refusal)
         elif isinstance(event, neutral.ReasoningDelta):
             out += self._reasoning(event)
         elif isinstance(event, neutral.ToolCallStart):
@@ -604,15 +637,26 @@ class StreamEncoder:
             self._finish = event.reason
         return out
 
-    def _text(self, text: str) -> bytes:
+    def _text(self, text: str, refusal: bool) -> bytes:
+        """Answer text into the open message's content part of its kind (a refusal or text)."""
         out = b""
         if self._open is None or self._open["type"] != "message":
-            out += self._open_item("msg", lambda item_id: _message_item(item_id, "", "in_progress"))
-            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-            self._open["content"].append(part)  # type: ignore[index]
-            out += self._event("response.content_part.added", **self._where(), content_index=0, part=dict(part))
-        self._open["content"][0]["text"] += text  # type: ignore[index]
-        return out + self._event("response.output_text.delta", **self._where(), content_index=0, delta=text,
+            out += self._open_item("msg", lambda item_id: _message_item(item_id, [], "in_progress"))
+        item = self._open
+        assert item is not None
+        kind = "refusal" if refusal else "output_text"
+        if not item["content"] or item["content"][-1]["type"] != kind:
+            if item["content"]:
+                out += self._close_part(item, self._where())
+            item["content"].append(_content_part("", refusal))
+            out += self._event("response.content_part.added", **self._where(), content_index=len(item["content"]) - 1,
+                               part=dict(item["content"][-1]))
+        self._refused = self._refused or refusal
+        index, field = len(item["content"]) - 1, kind.removeprefix("output_")
+        item["content"][-1][field] += text
+        if refusal:
+            return out + self._event("response.refusal.delta", **self._where(), content_index=index, delta=text)
+        return out + self._event("response.output_text.delta", **self._where(), content_index=index, delta=text,
                                  logprobs=[])
 
     def _reasoning(self, event: neutral.ReasoningDelta) -> bytes:
@@ -648,7 +692,7 @@ class StreamEncoder:
             return b""
         out = self._start() + self._close_item()
         self._ended = True
-        status, reason = _status(self._finish)
+        status, reason = _status(self._finish, self._refused)
         response = self._response(status)
         if reason:
             response["incomplete_details"] = {"reason": reason}

@@ -477,13 +477,7 @@ RESULTS: list[tuple[str, str, str, str]] = []  # (sdk, backend, case, outcome)
 # Gateway bugs this run found, reported and left to be fixed in the gateway: (sdk, backend, case) ->
 # what is wrong ("*" matches any). Such a check that fails is "KNOWN", not a failure; one that
 # passes fails the run until its entry is removed, so the list stays true.
-KNOWN: dict[tuple[str, str, str], str] = {
-    **{("openai", "openai", f"responses-refusal-{tag}"): "an OpenAI refusal reaches a Responses client as output_text "
-       "in an incomplete response (content_filter), not as a refusal part of a completed one" for tag in
-       ("plain", "stream")},
-    **{("*", "responses", f"refusal-{tag}"): "a Responses upstream's refusal part reaches chat clients as plain text "
-       "ending stop / end_turn / STOP: it is decoded as text, never as a refusal" for tag in ("plain", "stream")},
-}
+KNOWN: dict[tuple[str, str, str], str] = {}
 
 
 def known_bug(sdk: str, backend: str, case: str) -> str | None:
