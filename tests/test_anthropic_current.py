@@ -70,7 +70,7 @@ def test_a_claude_code_request_is_answered_on_every_backend(gateway, keys, fake_
         at = sent["messages"].index({"role": "system", "content": REMINDER})
         assert roles[at - 1:at + 2] == ["user", "system", "assistant"], roles
     elif backend == "responses":
-        assert sent["reasoning"] == {"effort": "high"}
+        assert sent["reasoning"] == {"effort": "high", "summary": "auto"}  # a summary, or no thinking is seen
         assert sent["input"][1]["role"] == "developer" and sent["input"][1]["content"][0]["text"] == REMINDER
     else:  # Gemini has no system message in a conversation: the instruction is user text in place
         assert sent["generationConfig"]["thinkingConfig"]["thinkingBudget"] == gemini.EFFORT_BUDGETS["high"]
@@ -94,3 +94,23 @@ def test_a_system_message_may_not_come_first():
     with pytest.raises(neutral.GatewayError) as caught:
         anthropic.decode_request(body, neutral.Route())
     assert caught.value.status == 400 and caught.value.param == "messages.0"
+
+
+@pytest.mark.parametrize("thinking, model, effort", [
+    ({"type": "enabled", "budget_tokens": 1024}, "gpt-5", "low"),
+    ({"type": "enabled", "budget_tokens": 8000}, "o3", "medium"),
+    ({"type": "enabled", "budget_tokens": 20000}, "gpt-5", "high"),
+    ({"type": "enabled", "budget_tokens": 20000}, "gpt-4o", None),  # OpenAI refuses an effort there
+    ({"type": "enabled", "budget_tokens": 20000}, "openai/gpt-4.1-mini", None),
+    ({"type": "disabled"}, "gpt-5", None),
+])
+def test_a_thinking_budget_is_an_effort_bucket(thinking, model, effort):
+    """Anthropic's budget_tokens as OpenAI's effort (chat completions and Responses alike); dropped
+    for OpenAI's models without reasoning, which answer 400 to any effort."""
+    body = {"max_tokens": 30000, "thinking": thinking, "messages": [{"role": "user", "content": "hi"}]}
+    req = anthropic.decode_request(body, neutral.Route())
+    req.model = model
+    _, chat = openai.encode_request(req, neutral.Policy(model))
+    _, items = responses.encode_request(req, neutral.Policy(model))
+    assert chat.get("reasoning_effort") == effort
+    assert (items.get("reasoning") or {}).get("effort") == effort

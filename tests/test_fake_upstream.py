@@ -330,6 +330,7 @@ def test_responses_stream_helper_with_reasoning(oai: openai.OpenAI) -> None:
     assert final.usage.output_tokens_details.reasoning_tokens == 5 and final.usage.output_tokens == 8
     plain = oai.responses.create(model="gpt-5", input="x", reasoning={"effort": "low"})
     assert plain.output[0].encrypted_content is None  # only when include asks for it
+    assert plain.output[0].summary == []  # and a summary only when reasoning.summary asks for one
     assert oai.responses.create(model="gpt-5", input="x", reasoning={"effort": "none"}).output[0].type == "message"
 
 

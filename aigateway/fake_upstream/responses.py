@@ -121,6 +121,7 @@ def parse_responses(body: dict) -> Ask:
     ask.input_tokens = count_input(instructions, items, body.get("tools"))
     echo = {k: default if body.get(k) is None else body[k] for k, default in ECHOED.items()}
     ask.extra = {"echo": echo, "namespaces": namespaces, "encrypted": ENCRYPTED in (body.get("include") or []),
+                 "summary": bool(reasoning.get("summary")),
                  "obfuscate": ((body.get("stream_options") or {}).get("include_obfuscation", True))}
     return ask
 
@@ -143,8 +144,8 @@ def output_items(ask: Ask, r: Reply, rid: str) -> list[dict]:
     then the function call or the message. Item ids share the response id's suffix."""
     suffix, items = rid.removeprefix("resp_"), []
     if r.thinking:
-        reasoning: dict[str, Any] = {"id": "rs_" + suffix, "type": "reasoning",
-                                     "summary": [{"type": "summary_text", "text": THOUGHT}]}
+        summary = [{"type": "summary_text", "text": THOUGHT}] if ask.extra["summary"] else []  # only when asked
+        reasoning: dict[str, Any] = {"id": "rs_" + suffix, "type": "reasoning", "summary": summary}
         if ask.extra["encrypted"]:
             reasoning["encrypted_content"] = base64.b64encode(b"fake reasoning: " + THOUGHT.encode()).decode()
         items.append(reasoning)
@@ -186,13 +187,14 @@ Event = Callable[..., Frame]
 
 
 def reasoning_events(event: Event, index: int, item: dict) -> Iterator[Frame]:
-    ids, part = {"item_id": item["id"], "output_index": index, "summary_index": 0}, item["summary"][0]
     yield event("response.output_item.added", output_index=index,
                 item={"id": item["id"], "type": "reasoning", "summary": []})
-    yield event("response.reasoning_summary_part.added", **ids, part={**part, "text": ""})
-    yield from (event("response.reasoning_summary_text.delta", True, **ids, delta=t) for t in tokens(part["text"]))
-    yield event("response.reasoning_summary_text.done", **ids, text=part["text"])
-    yield event("response.reasoning_summary_part.done", **ids, part=part)
+    for s, part in enumerate(item["summary"]):
+        ids = {"item_id": item["id"], "output_index": index, "summary_index": s}
+        yield event("response.reasoning_summary_part.added", **ids, part={**part, "text": ""})
+        yield from (event("response.reasoning_summary_text.delta", True, **ids, delta=t) for t in tokens(part["text"]))
+        yield event("response.reasoning_summary_text.done", **ids, text=part["text"])
+        yield event("response.reasoning_summary_part.done", **ids, part=part)
     yield event("response.output_item.done", output_index=index, item=item)
 
 

@@ -8,6 +8,7 @@ https://platform.openai.com/docs/api-reference/models (listing)."""
 from __future__ import annotations
 
 import base64
+import re
 import struct
 from collections.abc import Mapping
 from typing import Any
@@ -47,7 +48,23 @@ _PARAM_FIELDS = ("temperature", "top_p", "top_k", "n", "seed", "presence_penalty
                  "reasoning_effort", "user")
 # What encode_request sends: top_k is not OpenAI's (OpenAI rejects it); from an Anthropic or Gemini
 # client it is only a sampling hint, so it is dropped rather than risk a 400.
-_SENT_FIELDS = tuple(f for f in _PARAM_FIELDS if f != "top_k")
+_SENT_FIELDS = tuple(f for f in _PARAM_FIELDS if f not in ("top_k", "reasoning_effort"))
+# OpenAI's models without reasoning answer 400 to any effort; a translated client's thinking
+# setting (Claude Code sends one on every request) is dropped for them instead.
+_NO_REASONING = re.compile(r"gpt-4|gpt-3\.5|chatgpt-")
+_BUDGET_EFFORTS = ((2048, "low"), (8192, "medium"))  # a thinking budget up to N tokens -> effort
+
+
+def effort(p: neutral.Params, model: str | None) -> str | None:
+    """The reasoning effort to send: the client's own, else its thinking budget in a bucket (Gemini's
+    -1, "the model decides", is medium; 0, no thinking, sends none); None for a model without reasoning."""
+    if model and _NO_REASONING.match(model.rpartition("/")[2]):
+        return None
+    if p.reasoning_effort or p.reasoning_budget is None or p.reasoning_budget == 0:
+        return p.reasoning_effort
+    if p.reasoning_budget < 0:
+        return "medium"
+    return next((name for top, name in _BUDGET_EFFORTS if p.reasoning_budget <= top), "high")
 _FINISH = {"stop": neutral.FinishReason.STOP, "length": neutral.FinishReason.LENGTH,
            "model_length": neutral.FinishReason.LENGTH,
            "tool_calls": neutral.FinishReason.TOOL_CALLS, "function_call": neutral.FinishReason.TOOL_CALLS,
@@ -294,6 +311,8 @@ def encode_request(req: neutral.ChatRequest, policy: neutral.Policy) -> tuple[st
             body[name] = getattr(p, name)
     if p.max_tokens is not None:
         body[policy.max_tokens_field] = p.max_tokens
+    if reasoning := effort(p, req.model):
+        body["reasoning_effort"] = reasoning
     if p.stop:
         body["stop"] = p.stop
     if req.tools:

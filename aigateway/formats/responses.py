@@ -270,8 +270,8 @@ def encode_request(req: neutral.ChatRequest, policy: neutral.Policy) -> tuple[st
     for name, value in (("max_output_tokens", p.max_tokens), ("temperature", p.temperature), ("top_p", p.top_p)):
         if value is not None:
             body[name] = value
-    if p.reasoning_effort:
-        body["reasoning"] = {"effort": p.reasoning_effort}
+    if reasoning := openai.effort(p, req.model):  # a summary only comes when asked for
+        body["reasoning"] = {"effort": reasoning} if reasoning == "none" else {"effort": reasoning, "summary": "auto"}
     if req.tools:
         body["tools"] = _encode_tools(req.tools)
     if req.tool_choice:
