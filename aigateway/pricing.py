@@ -12,7 +12,8 @@ and writes, output includes reasoning), so one formula prices every provider:
 
 A model is found by its name, then without a date or version suffix (``-20250929``,
 ``-2024-08-06``, ``-latest``, ``-001``), then by the longest known name it starts with
-(``gpt-4o-mini-search`` is priced as ``gpt-4o-mini``). Local providers cost nothing; a model with
+(``gpt-4o-mini-search`` is priced as ``gpt-4o-mini``), except variants billed at their own rates
+(``-pro``, ``-audio``, ``-realtime``...). Local providers cost nothing; a model with
 no price costs 0 and is flagged unpriced, never refused.
 """
 
@@ -20,12 +21,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aigateway.neutral import Usage
 
 MILLION = 1_000_000
+# Variants billed at other rates than the name they start with (gpt-5-pro, o3-pro, gpt-4o-audio,
+# gpt-4o-realtime): never priced by that prefix, so they are unpriced until configured.
+_OTHER_RATES = re.compile(r"-(pro|audio|realtime|transcribe|tts|image)(-|$)")
 _SUFFIX = re.compile(r"(-\d{8}|-\d{4}-\d{2}-\d{2}|-latest|-\d{3}|-preview(-\d{2}-\d{2})?|-exp(-\d{4})?)$")
 
 
@@ -38,6 +42,7 @@ class Price:
     cached_input: float | None = None
     cache_write: float | None = None
     reasoning: float | None = None
+    source: str | None = field(default=None, compare=False)  # where a shipped price was read
 
     @classmethod
     def from_config(cls, raw: Mapping[str, Any]) -> Price:
@@ -93,7 +98,8 @@ class PriceBook:
             if bare == name:
                 break
             name = bare
-        prefixes = [known for known in table if name.startswith(known + "-")]
+        prefixes = [known for known in table if name.startswith(known + "-")
+                    and not _OTHER_RATES.match(name, len(known))]
         return table[max(prefixes, key=len)] if prefixes else None
 
 

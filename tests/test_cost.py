@@ -47,7 +47,7 @@ def test_gemini_usage_thoughts_are_output():
                            "thoughtsTokenCount": 50, "totalTokenCount": 1150})
     price = provider("gemini").prices.find("models/gemini-2.5-flash-preview-05-20")
     assert price == TABLES["gemini"]["gemini-2.5-flash"]
-    assert price.cost(usage) == pytest.approx((400 * 0.30 + 600 * 0.075 + 150 * 2.50) / M)
+    assert price.cost(usage) == pytest.approx((400 * 0.30 + 600 * 0.03 + 150 * 2.50) / M)
 
 
 def test_reasoning_priced_apart_when_the_table_says_so():
@@ -66,10 +66,25 @@ def test_reasoning_priced_apart_when_the_table_says_so():
     ("anthropic", "claude-opus-4-1-20250805", "claude-opus-4-1"),
     ("gemini", "gemini-2.0-flash-001", "gemini-2.0-flash"),
     ("mistral", "mistral-large-latest", "mistral-large"),
+    ("gemini", "gemini-3.1-pro-preview", "gemini-3.1-pro"),
+    ("openai", "gpt-5.6-luna", "gpt-5.6-luna"),
+    ("openai", "gpt-5.4-mini-2026-03-17", "gpt-5.4-mini"),
+    ("openai", "gpt-5-codex", "gpt-5"),
 ])
 def test_dated_and_versioned_names_find_their_model(type_, model, wanted):
     table = TABLES[{"mistral": "mistral"}.get(type_, type_)]
     assert provider(type_).prices.find(model) == table[wanted]
+
+
+@pytest.mark.parametrize("model", ["gpt-5-pro", "o3-pro-2025-06-10", "gpt-4o-audio-preview", "gpt-4o-realtime"])
+def test_variants_billed_at_their_own_rates_are_not_priced_by_their_prefix(model):
+    """gpt-5-pro costs 12x gpt-5: priced as gpt-5 it would be undercharged, so it stays unpriced (flagged)."""
+    assert provider("openai").prices.find(model) is None
+
+
+def test_every_shipped_price_says_where_it_was_read():
+    assert all(price.source and price.source.startswith("https://") for table in TABLES.values()
+               for price in table.values())
 
 
 def test_local_servers_are_free_unknown_models_unpriced_and_overrides_win():
