@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 import tornado.web
 from tornado.ioloop import PeriodicCallback
 
-from aigateway import api, clients, flights, health, upstream, usage
+from aigateway import api, clients, flights, health, teams, upstream, usage
 from aigateway.admin import dashboard, handlers, sessions
 from aigateway.admin.handlers import StaticHandler
 from aigateway.admin.login import LoginThrottle
+from aigateway.admission import Team
 from aigateway.config import Config
 from aigateway.db import Database
 from aigateway.hub import Hub
@@ -48,6 +49,8 @@ class Gateway:
         self.db = Database(config.resolve("database.path"))
         self.keys = KeyIndex()
         self.limiter = Limiter(config.timezone)
+        self.team_limiter = Limiter(config.timezone)  # teams' counters, summed over their clients
+        self.teams: dict[int, Team] = {}
         self.limit_defaults = configured_defaults(config.get)
         self.started_at = time.time()
         self._data_version: int | None = None
@@ -113,13 +116,16 @@ class Gateway:
         usage was reset (at start-up: all), so a restart never hands out a fresh allowance."""
         self._data_version = await self.db.data_version()
         rows = [clients.loaded(r) for r in await self.db.read(clients.all_clients)]
-        before = {c["id"]: c["usage_reset_at"] for c in self.keys.clients()}
-        changed = {c["id"] for c in rows if before.get(c["id"]) != c["usage_reset_at"]}
-        if changed:
-            await self._restore_counters(changed)
+        before = {c["id"]: (c["usage_reset_at"], c["team_id"]) for c in self.keys.clients()}
+        changed = {c["id"] for c in rows if before.get(c["id"], (None, None))[0] != c["usage_reset_at"]}
         for client_id in before.keys() - {c["id"] for c in rows}:
             self.limiter.forget(client_id)
+        teams_before, self.teams = self.teams, teams.as_teams(await self.db.read(teams.all_teams))
         self.keys = KeyIndex(rows)
+        moved = changed or set(self.teams) != set(teams_before) or any(
+            before.get(c["id"], (None, None))[1] != c["team_id"] for c in rows)
+        if changed or moved:
+            await self._restore_counters(changed, teams_too=bool(moved))
         self.revoked_sessions = await self.db.read(sessions.load_revoked)
 
     async def revoke_session(self, sid: str) -> None:
@@ -127,12 +133,22 @@ class Gateway:
         self.revoked_sessions.add(sid)
         await self.db.write(lambda conn: sessions.revoke(conn, sid))
 
-    async def _restore_counters(self, client_ids: set[int]) -> None:
+    async def _restore_counters(self, client_ids: set[int], teams_too: bool = True) -> None:
+        """Counters from the request log: of ``client_ids``, and of every team (the sums of its
+        clients' counts) when membership or usage may have changed."""
         now = time.time()
-        starts = self.limiter.window_starts(now)
-        counts = await self.db.read(lambda conn: usage.window_counts(conn, *starts))
+        minute, hour, day = self.limiter.window_starts(now)
+        month = self.limiter.month_bounds(day)[0]
+        counts = await self.db.read(lambda conn: usage.window_counts(conn, minute, hour, day, month))
         for client_id in client_ids:
-            self.limiter.restore(client_id, now, *counts.get(client_id, (0, 0, 0, 0, 0)))
+            self.limiter.restore(client_id, now, *counts.get(client_id, usage.NO_COUNTS))
+        if teams_too:
+            members: dict[int, list[usage.WindowCounts]] = {team_id: [] for team_id in self.teams}
+            for c in self.keys.clients():
+                if c["team_id"] in members:
+                    members[c["team_id"]].append(counts.get(c["id"], usage.NO_COUNTS))
+            for team_id, rows in members.items():
+                self.team_limiter.restore(team_id, now, *(sum(col) for col in zip(usage.NO_COUNTS, *rows, strict=True)))
 
     async def apply_config(self, config: Config) -> None:
         """Swap in a new, validated Config (the admin UI saved config.yaml): the next request sees
@@ -145,7 +161,7 @@ class Gateway:
         self.pools = pools_for(config.providers, self.pools)
         logging.getLogger().setLevel(str(config.get("logging.level")).upper())
         if config.get("defaults.timezone") != old.get("defaults.timezone"):
-            self.limiter.tz = config.timezone
+            self.limiter.tz = self.team_limiter.tz = config.timezone
             await self._restore_counters({c["id"] for c in self.keys.clients()})
 
     async def _check_changes(self) -> None:

@@ -3,6 +3,7 @@ connection) and by the server (through the writer thread)."""
 
 from __future__ import annotations
 
+import ipaddress
 import sqlite3
 import time
 from collections.abc import Collection, Mapping
@@ -11,12 +12,16 @@ from typing import Any, NamedTuple
 import orjson
 
 from aigateway.keys import KEY_TYPES, display_prefix, generate_key, hash_key
-from aigateway.limits import LIMIT_FIELDS
+from aigateway.limits import LIMIT_FIELDS, USD_FIELDS
 
-LISTS = ("allowed_providers", "allowed_routes")  # names, stored as JSON lists
-EDITABLE = ("name", "provider", "base_url", "system_prompt", "default_model", "enabled", *LISTS, *LIMIT_FIELDS)
+# Stored as JSON lists: provider and route names, model names and wildcards (``gpt-4o*``), and the
+# networks (CIDR) requests may come from.
+LISTS = ("allowed_providers", "allowed_routes", "allowed_models", "allowed_networks")
+EDITABLE = ("name", "provider", "base_url", "system_prompt", "default_model", "enabled", "expires_at", "team_id",
+            *LISTS, *LIMIT_FIELDS)
 PUBLIC = ("id", "name", "provider", "base_url", "system_prompt", "default_model", "enabled", "key_prefix",
-          "key_type", "created_at", "updated_at", "last_used_at", "usage_reset_at", *LISTS, *LIMIT_FIELDS)
+          "key_type", "created_at", "updated_at", "last_used_at", "usage_reset_at", "expires_at", "team_id",
+          "previous_key_until", *LISTS, *LIMIT_FIELDS)
 
 
 DEFAULT = "default"  # as a limit's value: clear the client's own value, use the config's default
@@ -83,20 +88,43 @@ def problems(fields: dict[str, Any], known: Known | None) -> dict[str, str]:
             out[name] = f"must be a list of {what} names"
         elif choices is not None and (unknown := [v for v in value if v not in choices]):
             out[name] = f"unknown {what} {unknown[0]!r} (known: {', '.join(choices) or 'none'})"
+    for name in ("allowed_models", "allowed_networks"):
+        value = fields.get(name)
+        if value is not None and (not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value)):
+            out[name] = "must be a list of " + ("model names or wildcards" if name == "allowed_models" else "networks")
+    networks = () if "allowed_networks" in out else fields.get("allowed_networks") or ()
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            out["allowed_networks"] = f"{network!r} is not an address or a CIDR network (10.0.0.0/8, 2001:db8::/32)"
     for name in LIMIT_FIELDS:
         value = fields.get(name)
-        bad = not isinstance(value, int) or isinstance(value, bool) or value < 0
-        if value is not None and value != DEFAULT and bad:
+        if value is None or value == DEFAULT:
+            continue
+        if name in USD_FIELDS:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                out[name] = "must be an amount in USD >= 0 (0: unlimited)"
+        elif not isinstance(value, int) or isinstance(value, bool) or value < 0:
             out[name] = "must be a whole number >= 0 (0: unlimited)"
+    expires = fields.get("expires_at")
+    if expires not in (None, DEFAULT) and (isinstance(expires, bool) or not isinstance(expires, (int, float))):
+        out["expires_at"] = "must be a time (seconds since the epoch), or empty for never"
+    team = fields.get("team_id")
+    if team is not None and team != DEFAULT and (isinstance(team, bool) or not isinstance(team, int)):
+        out["team_id"] = "must be a team's id, or empty for none"
     base_url = fields.get("base_url")
     if base_url and not str(base_url).startswith(("http://", "https://")):
         out["base_url"] = "must start with http:// or https://"
     return out
 
 
-def _check(fields: dict[str, Any], known: Known | None) -> None:
+def _check(fields: dict[str, Any], known: Known | None, conn: sqlite3.Connection) -> None:
     for name, message in problems(fields, known).items():
         raise ClientError(f"{name}: {message}")
+    team = fields.get("team_id")
+    if isinstance(team, int) and conn.execute("SELECT 1 FROM teams WHERE id = ?", (team,)).fetchone() is None:
+        raise ClientError(f"team_id: no team numbered {team}")
 
 
 def _stored(values: dict[str, Any]) -> dict[str, Any]:
@@ -111,7 +139,7 @@ def create(conn: sqlite3.Connection, name: str, provider: str, key_type: str = "
     if key_type not in KEY_TYPES:
         raise ClientError(f"key_type: must be one of {', '.join(KEY_TYPES)}")
     values = {"name": name, "provider": provider, **{k: v for k, v in fields.items() if v is not None}}
-    _check(values, known)
+    _check(values, known, conn)
     values = _stored(values)
     key = generate_key(key_type)
     now = time.time()
@@ -129,7 +157,7 @@ def create(conn: sqlite3.Connection, name: str, provider: str, key_type: str = "
 def update(conn: sqlite3.Connection, ref: str | int, known: Known | None = None, **fields: Any) -> sqlite3.Row:
     row = find(conn, ref)
     values = {k: v for k, v in fields.items() if k in EDITABLE and v is not None}
-    _check(values, known)
+    _check(values, known, conn)
     if values:
         sets = ", ".join(f"{k} = ?" for k in values)
         try:
@@ -140,15 +168,21 @@ def update(conn: sqlite3.Connection, ref: str | int, known: Known | None = None,
     return find(conn, row["id"])
 
 
-def rotate_key(conn: sqlite3.Connection, ref: str | int, key_type: str | None = None) -> tuple[sqlite3.Row, str]:
-    """Give a client a new key; the old one stops working at once."""
+def rotate_key(conn: sqlite3.Connection, ref: str | int, key_type: str | None = None,
+               grace_seconds: float = 0) -> tuple[sqlite3.Row, str]:
+    """Give a client a new key. The old one stops working at once, or after ``grace_seconds``, so
+    a deployment can roll over to the new key without a failed request."""
     row = find(conn, ref)
     key_type = key_type or row["key_type"]
     if key_type not in KEY_TYPES:
         raise ClientError(f"key_type: must be one of {', '.join(KEY_TYPES)}")
-    key = generate_key(key_type)
-    conn.execute("UPDATE clients SET key_hash = ?, key_prefix = ?, key_type = ?, updated_at = ? WHERE id = ?",
-                 (hash_key(key), display_prefix(key), key_type, time.time(), row["id"]))
+    if isinstance(grace_seconds, bool) or not isinstance(grace_seconds, (int, float)) or grace_seconds < 0:
+        raise ClientError("grace_seconds: must be a number of seconds >= 0")
+    key, now = generate_key(key_type), time.time()
+    previous = (row["key_hash"], now + grace_seconds) if grace_seconds else (None, None)
+    conn.execute("UPDATE clients SET key_hash = ?, key_prefix = ?, key_type = ?, previous_key_hash = ?,"
+                 " previous_key_until = ?, updated_at = ? WHERE id = ?",
+                 (hash_key(key), display_prefix(key), key_type, *previous, now, row["id"]))
     return find(conn, row["id"]), key
 
 

@@ -42,6 +42,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("server.idle_timeout_seconds", 60,
             "Close a connection that has sent no complete request headers for this long (idle or trickling)"),
     Setting("server.body_timeout_seconds", 60, "Close a connection whose request body takes longer than this"),
+    Setting("server.trusted_proxies", [],
+            "Addresses or CIDR networks of reverse proxies whose X-Forwarded-For names the client"
+            " (empty: the socket's address is the client's)"),
     Setting("admin.username", "admin", "Admin UI user name"),
     Setting("admin.password_hash", "", "bcrypt hash of the admin password (generated when empty)"),
     Setting("admin.session_secret", "", "Secret that signs admin session cookies (generated when empty)"),
@@ -53,6 +56,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("defaults.quota.max_requests_per_day", 1000, "Per-client requests per day, quota (0: unlimited)"),
     Setting("defaults.quota.max_input_tokens", 1000000, "Largest input of one request, in tokens (0: unlimited)"),
     Setting("defaults.quota.max_output_tokens", 8192, "Output cap of one request, in tokens (0: unlimited)"),
+    Setting("defaults.rate_limit.tokens_per_minute", 0,
+            "Per-client tokens per minute, input and output, reserved like quotas (0: unlimited)"),
+    Setting("defaults.rate_limit.max_concurrent", 0,
+            "Per-client requests at once; a stream counts until it ends (0: unlimited)"),
+    Setting("defaults.budget.daily_usd", 0.0, "Per-client spend per day in USD, decimals allowed (0: unlimited)"),
+    Setting("defaults.budget.monthly_usd", 0.0, "Per-client spend per calendar month in USD (0: unlimited)"),
     Setting("defaults.timezone", "UTC", "Time zone (IANA name) whose midnight starts a new day for limits"),
     Setting("database.path", "./data/gateway.db", "SQLite file (a relative path starts from the config file's folder)"),
     Setting("routing.key_rest_seconds", 60,
@@ -149,7 +158,7 @@ def _check_type(value: Any, default: Any) -> bool:
     if isinstance(default, int):
         return isinstance(value, int) and not isinstance(value, bool) and value >= 0
     if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
     if isinstance(default, list):
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
     if isinstance(default, dict):

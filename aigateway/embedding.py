@@ -14,20 +14,19 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
-from aigateway import neutral
+from aigateway import admission, neutral
+from aigateway.admission import ratelimit_headers
 from aigateway.formats import FORMATS
 from aigateway.formats.contract import EMBED, Codec, Embedding
-from aigateway.limits import LimitExceeded, effective_limits
-from aigateway.pricing import cost_of
+from aigateway.limits import effective_limits
+from aigateway.pricing import cost_of, worst_rates
 from aigateway.relay import (
     Sink,
     authenticate,
     decode_guarded,
-    limit_error,
     model_name,
     parse_body,
     pool_exhausted,
-    ratelimit_headers,
     rest_key,
     scrub,
     upstream_body,
@@ -68,13 +67,10 @@ async def answer(gw: Gateway, sink: Sink, fmt: Embedding, name: str, route: neut
         path, out = decode_guarded(cast(Embedding, upstream).encode_embed_request, req, model)
         estimate, bound = measure_embed_input(req.inputs)
         limits = effective_limits(client, gw.limit_defaults)
-        try:
-            reservation = gw.limiter.admit(client["id"], limits, estimate, None, time.time(), input_bound=bound,
-                                           output=False)
-        except LimitExceeded as exc:
-            raise limit_error(exc, gw.limiter.headroom(client["id"], limits, time.time())) from None
+        reservation = admission.admit(gw, client, limits, estimate, None, input_bound=bound, output=False,
+                                      rates=worst_rates([provider.prices.find(model)]))
         rec.admitted = True
-        for header, value in ratelimit_headers(gw.limiter.headroom(client["id"], limits, time.time())).items():
+        for header, value in ratelimit_headers(admission.headroom(gw, client["id"], limits, reservation)).items():
             sink.set_header(header, value)
         resp = await _call(gw, provider, model, client, path, upstream_body(out), upstream, rec)
         resp.model = resp.model or model
@@ -89,7 +85,7 @@ async def answer(gw: Gateway, sink: Sink, fmt: Embedding, name: str, route: neut
     finally:
         rec.latency_ms = (time.monotonic() - t0) * 1000
         if reservation is not None:
-            gw.limiter.settle(reservation, rec.input_tokens, 0, time.time())
+            admission.settle(gw, reservation, rec.input_tokens, 0, rec.cost_usd)
         gw.record(rec)
 
 

@@ -27,17 +27,32 @@ def display_prefix(key: str) -> str:
 
 
 class KeyIndex:
-    """hash -> client, swapped whole on reload so a lookup never sees a half-built index."""
+    """hash -> client, swapped whole on reload so a lookup never sees a half-built index. A client
+    rotated with a grace period is found by its previous key too, until ``previous_key_until``."""
 
     def __init__(self, clients: Iterable[Mapping] = ()) -> None:
-        self._by_hash: dict[str, Mapping] = {c["key_hash"]: c for c in clients}
+        self._clients = list(clients)
+        self._by_hash: dict[str, Mapping] = {c["key_hash"]: c for c in self._clients}
+        self._previous: dict[str, Mapping] = {c["previous_key_hash"]: c for c in self._clients
+                                              if c.get("previous_key_hash")}
 
-    def lookup(self, key: str) -> Mapping | None:
+    def lookup(self, key: str, now: float) -> tuple[Mapping | None, str | None]:
+        """(the client, None), or (None, why the key no longer works) for a rotated key after its
+        grace period; (None, None) for a key never issued."""
         # The dict lookup is on a SHA-256 of the key, so its timing reveals nothing usable.
-        return self._by_hash.get(hash_key(key))
+        digest = hash_key(key)
+        client = self._by_hash.get(digest)
+        if client is not None:
+            return client, None
+        client = self._previous.get(digest)
+        if client is None:
+            return None, None
+        if now < (client["previous_key_until"] or 0):
+            return client, None
+        return None, "This API key was replaced by a new one and its grace period has ended."
 
     def clients(self) -> Iterable[Mapping]:
-        return self._by_hash.values()
+        return self._clients
 
     def __len__(self) -> int:
-        return len(self._by_hash)
+        return len(self._clients)

@@ -152,6 +152,34 @@ def m008_cost(db: sqlite3.Connection) -> None:
     """)
 
 
+
+_LIMIT_COLUMNS = "tpm INTEGER, max_concurrent INTEGER, daily_budget_usd REAL, monthly_budget_usd REAL"
+
+
+@migration
+def m009_governance(db: sqlite3.Connection) -> None:
+    # Budgets, tokens per minute and concurrency per client; key expiry, allowed models and
+    # networks, the previous key of a rotation with its grace deadline; teams with limits of their own.
+    db.executescript(f"""
+        {"".join(f"ALTER TABLE clients ADD COLUMN {c};" for c in _LIMIT_COLUMNS.split(", "))}
+        ALTER TABLE clients ADD COLUMN expires_at REAL;
+        ALTER TABLE clients ADD COLUMN allowed_models TEXT;
+        ALTER TABLE clients ADD COLUMN allowed_networks TEXT;
+        ALTER TABLE clients ADD COLUMN previous_key_hash TEXT;
+        ALTER TABLE clients ADD COLUMN previous_key_until REAL;
+        ALTER TABLE clients ADD COLUMN team_id INTEGER REFERENCES teams(id) ON DELETE SET NULL;
+        CREATE TABLE teams (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL UNIQUE,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            rpm INTEGER, rph INTEGER, rpd INTEGER,
+            daily_input_tokens INTEGER, daily_output_tokens INTEGER, daily_requests INTEGER,
+            max_input_tokens INTEGER, max_output_tokens INTEGER, {_LIMIT_COLUMNS}
+        );
+        CREATE INDEX clients_previous_key ON clients(previous_key_hash);
+    """)
+
 def migrate(db: sqlite3.Connection) -> list[str]:
     """Apply every migration not yet recorded; return the names applied."""
     db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")

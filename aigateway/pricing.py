@@ -20,7 +20,7 @@ no price costs 0 and is flagged unpriced, never refused.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +104,18 @@ class PriceBook:
 
 
 _MISSING = object()
+
+
+def worst_rates(prices: Iterable[Price | None]) -> tuple[float, float]:
+    """The dearest input and output rates among a request's possible targets (USD per million
+    tokens, which is micro-dollars per token), for the budget's worst-case reservation: cache
+    writes may cost more than input, reasoning more than output. Unpriced targets cost 0."""
+    rates_in, rates_out = [0.0], [0.0]
+    for p in prices:
+        if p is not None:
+            rates_in.append(max(p.input, p.cache_write or 0.0))
+            rates_out.append(max(p.output, p.reasoning or 0.0))
+    return max(rates_in), max(rates_out)
 
 
 def cost_of(book: PriceBook, model: str, usage: Usage) -> tuple[float, bool]:

@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 from tornado.httputil import HTTPServerRequest
 
-from aigateway import neutral, routing
+from aigateway import admission, neutral, routing
+from aigateway.admission import Admission, ratelimit_headers
 from aigateway.flights import MARK_AFTER_SECONDS, FlightMark, new_flight_id
 from aigateway.formats import FORMATS
 from aigateway.formats.contract import Codec, Counting, StreamDecoding, StreamEncoding
-from aigateway.limits import Headroom, LimitExceeded, Reservation, duration, effective_limits
-from aigateway.pricing import cost_of
+from aigateway.governance import check_key, client_address
+from aigateway.limits import duration, effective_limits
+from aigateway.pricing import cost_of, worst_rates
 from aigateway.providers import Provider
 from aigateway.routing import KeyPool, Plan, PoolKey, backoff, pool_of, resolve
 from aigateway.tokens import measure_input, tokens_for_chars
@@ -100,17 +102,23 @@ def client_key(request: HTTPServerRequest) -> str | None:
 
 
 def authenticate(gw: Gateway, request: HTTPServerRequest) -> Mapping[str, Any]:
-    """The client behind the request's key: 401 when unknown, 403 when disabled."""
+    """The client behind the request's key: 401 when unknown, expired or rotated past its grace
+    period, 403 when disabled or used from a network it may not use (governance.py)."""
     key = client_key(request)
     if not key:
         raise neutral.GatewayError(401, neutral.ErrorKind.AUTHENTICATION,
                                    "Missing API key: send it as 'Authorization: Bearer <key>' "
                                    "(or x-api-key, x-goog-api-key).")
-    client = gw.keys.lookup(key)
+    now = time.time()
+    client, why = gw.keys.lookup(key, now)
     if client is None:
-        raise neutral.GatewayError(401, neutral.ErrorKind.AUTHENTICATION, "Invalid API key.")
+        raise neutral.GatewayError(401, neutral.ErrorKind.AUTHENTICATION, why or "Invalid API key.")
     if not client["enabled"]:
         raise neutral.GatewayError(403, neutral.ErrorKind.PERMISSION, "This API key's client is disabled.")
+    if client["expires_at"] or client["allowed_networks"]:
+        address = client_address(request.remote_ip or "", request.headers.get("X-Forwarded-For"),
+                                 gw.config.get("server.trusted_proxies"))
+        check_key(client, address, now)
     return client
 
 
@@ -329,7 +337,7 @@ class Exchange:
         self.meter = Meter(fmt.ID_PREFIX)
         self.call: Call | None = None
         self.input_estimate = self.input_bound = 0  # tokens.measure_input's, once decoded
-        self.reservation: Reservation | None = None
+        self.admission: Admission | None = None
         self.limits: dict[str, int] | None = None  # the client's effective limits, once authenticated
         self.encoder: StreamEncoding | None = None  # the client's, once streaming
         self._held: list[bytes] = []  # stream bytes before the first content event (see _emit)
@@ -366,7 +374,11 @@ class Exchange:
         self.record.provider, self.record.model = targets[0][0].name, targets[0][1]
         system = client["system_prompt"] or None
         self.input_estimate, self.input_bound = decode_guarded(measure_input, req, system or "")
-        max_output = self._admit(client["id"], self.limits, req.params.max_tokens, max(1, req.params.n or 1))
+        self.admission = admission.admit(gw, client, self.limits, self.input_estimate, req.params.max_tokens,
+                                         max(1, req.params.n or 1), self.input_bound,
+                                         rates=worst_rates(p.prices.find(m) for p, m in targets))
+        self.record.admitted = True
+        max_output = self.admission.max_output
         self._ratelimit_headers()
         await self._attempts(raw, body, req, plan, targets, client, max_output)
 
@@ -423,7 +435,7 @@ class Exchange:
             payload = upstream_body(out)
         except neutral.GatewayError:  # refused after all: the request never counted
             if not self.record.attempts:
-                self.gw.limiter.release(self.reservation, time.time())  # type: ignore[arg-type]
+                admission.release(self.gw, self.admission)  # type: ignore[arg-type]
                 self.record.admitted = False
             raise
         self.record.attempts += 1
@@ -442,17 +454,6 @@ class Exchange:
             if self.sink.started or self.gw.stopping:  # bytes are out (the error goes in-band), or shutting down
                 raise
             raise Failed(err, err.status if call.status >= 400 else 0, provider.name) from None
-
-    def _admit(self, client_id: int, limits: dict[str, int], asked_output: int | None, choices: int) -> int | None:
-        """Check and count the client's limits; returns the output cap (per choice) to send upstream."""
-        gw, now = self.gw, time.time()
-        try:
-            self.reservation = gw.limiter.admit(client_id, limits, self.input_estimate, asked_output, now, choices,
-                                                self.input_bound)
-        except LimitExceeded as exc:
-            raise limit_error(exc, gw.limiter.headroom(client_id, limits, now)) from None
-        self.record.admitted = True
-        return self.reservation.max_output
 
     async def _plain(self, call: Call, passage: Passage, req: neutral.ChatRequest) -> None:
         body = await call.run()
@@ -563,14 +564,14 @@ class Exchange:
             sink.error(err)
 
     def _ratelimit_headers(self) -> None:
-        room = self.gw.limiter.headroom(self.record.client_id, self.limits, time.time())  # type: ignore[arg-type]
+        room = admission.headroom(self.gw, self.record.client_id, self.limits, self.admission)  # type: ignore
         for name, value in ratelimit_headers(room).items():
             self.sink.set_header(name, value)
 
     def flight_mark(self, now: float) -> FlightMark | None:
         """Where this request stands, for the in-flight table (flights.py): None before it has been
         admitted for ``MARK_AFTER_SECONDS``, and when its output has not grown since the last mark."""
-        res, rec, meter = self.reservation, self.record, self.meter
+        res, rec, meter = self.admission.client if self.admission else None, self.record, self.meter
         if res is None or res.settled or now - res.at < MARK_AFTER_SECONDS:
             return None
         usage = meter.usage
@@ -623,8 +624,8 @@ class Exchange:
         if (rec.input_tokens or rec.output_tokens) and self.call is not None:  # what was delivered, priced
             billed = usage if usage is not None else neutral.Usage(rec.input_tokens, rec.output_tokens)
             rec.cost_usd, rec.priced = cost_of(self.call.provider.prices, rec.model, billed)
-        if self.reservation is not None:
-            self.gw.limiter.settle(self.reservation, rec.input_tokens, rec.output_tokens, time.time())
+        if self.admission is not None:
+            admission.settle(self.gw, self.admission, rec.input_tokens, rec.output_tokens, rec.cost_usd)
         if rec.status >= 400 and rec.status != 499:
             log.info("request failed: client=%s provider=%s model=%s status=%s error=%s",
                      rec.client_name, rec.provider, rec.model, rec.status, rec.error)
@@ -678,39 +679,6 @@ def _retry_after(call: Call) -> float | None:
         return float(value) if value else None
     except ValueError:
         return None
-
-
-_RATE_LIMITS = ("rpm", "rph", "rpd")
-
-
-def limit_error(exc: LimitExceeded, room: Headroom) -> neutral.GatewayError:
-    """A 429 naming the limit hit and when it resets. The per-request caps never reset, so
-    retrying is pointless: ``x-should-retry: false`` stops the SDKs' automatic retries."""
-    rate = exc.limit in _RATE_LIMITS
-    headers = ratelimit_headers(room)
-    if exc.retry_after:
-        message = (f"{'Rate limit' if rate else 'Quota'} exceeded: {exc.message}; "
-                   f"resets in {duration(exc.retry_after)}.")
-    else:
-        message = f"Request too large for this client: {exc.message}."
-        headers["x-should-retry"] = "false"
-    return neutral.GatewayError(429, neutral.ErrorKind.RATE_LIMIT if rate else neutral.ErrorKind.QUOTA, message,
-                                param=exc.limit, retry_after=exc.retry_after or None, limit=exc.limit,
-                                headers=headers)
-
-
-def ratelimit_headers(room: Headroom) -> dict[str, str]:
-    """OpenAI's x-ratelimit-* headers for the tightest request window and token quota."""
-    out = {}
-    if room.limit_requests is not None:
-        out["x-ratelimit-limit-requests"] = str(room.limit_requests)
-        out["x-ratelimit-remaining-requests"] = str(room.remaining_requests)
-        out["x-ratelimit-reset-requests"] = duration(room.reset_requests)
-    if room.limit_tokens is not None:
-        out["x-ratelimit-limit-tokens"] = str(room.limit_tokens)
-        out["x-ratelimit-remaining-tokens"] = str(room.remaining_tokens)
-        out["x-ratelimit-reset-tokens"] = duration(room.reset_tokens)
-    return out
 
 
 async def count_tokens(gw: Gateway, sink: Sink, fmt: Counting, route: neutral.Route, raw: bytes) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from aigateway.governance import model_allowed, not_allowed
 from aigateway.neutral import ErrorKind, GatewayError, invalid
 from aigateway.providers import Provider
 
@@ -82,7 +83,21 @@ def allowed_providers(client: Mapping[str, Any]) -> tuple[str, ...]:
 def resolve(model: str | None, client: Mapping[str, Any], routes: Mapping[str, ModelRoute],
             providers: Mapping[str, Provider]) -> Plan:
     """Where a request for ``model`` goes (the order is the module docstring's). Raises a 404 in
-    the neutral shape when the client may not reach it."""
+    the neutral shape when the client may not reach it; a key limited to some models keeps only
+    the targets whose model it may use (checked after routing, on the names sent upstream), and
+    gets a 403 when none is left."""
+    plan = _resolve(model, client, routes, providers)
+    patterns = client.get("allowed_models") or ()
+    if not patterns:
+        return plan
+    kept = tuple(t for t in plan.targets if model_allowed(t.model, patterns))
+    if not kept:
+        raise not_allowed(plan.targets[0].model)
+    return Plan(kept, plan.route)
+
+
+def _resolve(model: str | None, client: Mapping[str, Any], routes: Mapping[str, ModelRoute],
+             providers: Mapping[str, Provider]) -> Plan:
     reachable = allowed_providers(client)
     name = model or client["default_model"] or ""
     route = routes.get(name)
@@ -119,7 +134,8 @@ def reachable_models(client: Mapping[str, Any], routes: Mapping[str, ModelRoute]
         provider = providers.get(provider_name)
         if provider is not None:
             names += provider.allowed_models
-    return list(dict.fromkeys(names))
+    patterns = client.get("allowed_models") or ()
+    return [n for n in dict.fromkeys(names) if n in routes or model_allowed(n, patterns)]
 
 
 def moves_on(status: int, statuses: frozenset[int]) -> bool:

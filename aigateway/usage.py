@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
-from aigateway.limits import Limiter, configured_defaults, effective_limits
+from aigateway.limits import MICRO, Limiter, configured_defaults, effective_limits, shown
 
 
 def day_of(ts: float) -> str:
@@ -103,17 +103,28 @@ def client_usage(conn: sqlite3.Connection, client_id: int, days: int = 1) -> lis
     return [dict(r) for r in rows]
 
 
-def window_counts(conn: sqlite3.Connection, minute: float, hour: float, day: float) -> dict[int, tuple]:
-    """Per client: admitted requests since each window start, and tokens since the day start,
-    counting only what came after the client's last usage reset. Read once at start-up and after
-    a reset, so the limiter never hands out a fresh allowance."""
+WindowCounts = tuple[int, int, int, int, int, int, float, float]
+NO_COUNTS: WindowCounts = (0, 0, 0, 0, 0, 0, 0.0, 0.0)
+
+
+def window_counts(conn: sqlite3.Connection, minute: float, hour: float, day: float,
+                  month: float | None = None) -> dict[int, WindowCounts]:
+    """Per client: admitted requests since each window start, tokens since the day start, tokens
+    this minute, and what it spent (USD) today and this month, counting only what came after the
+    client's last usage reset. Read once at start-up and after a reset, so the limiter never hands
+    out a fresh allowance."""
+    month = day if month is None else month
     rows = conn.execute(
-        "SELECT r.client_id, SUM(r.ts >= ?), SUM(r.ts >= ?), COUNT(*), SUM(r.input_tokens), SUM(r.output_tokens)"
+        "SELECT r.client_id, SUM(r.ts >= :m), SUM(r.ts >= :h), SUM(r.ts >= :d),"
+        " SUM(CASE WHEN r.ts >= :d THEN r.input_tokens END), SUM(CASE WHEN r.ts >= :d THEN r.output_tokens END),"
+        " SUM(CASE WHEN r.ts >= :m THEN r.input_tokens + r.output_tokens END),"
+        " SUM(CASE WHEN r.ts >= :d THEN r.cost_usd END), SUM(r.cost_usd)"
         " FROM request_log r JOIN clients c ON c.id = r.client_id"
-        " WHERE r.ts >= ? AND r.admitted = 1 AND r.ts > c.usage_reset_at GROUP BY r.client_id",
-        (minute, hour, day),
+        " WHERE r.ts >= :month AND r.admitted = 1 AND r.ts > c.usage_reset_at GROUP BY r.client_id",
+        {"m": minute, "h": hour, "d": day, "month": min(month, day)},
     ).fetchall()
-    return {row[0]: tuple(int(v or 0) for v in row[1:]) for row in rows}
+    return {row[0]: (*(int(v or 0) for v in row[1:7]), float(row[7] or 0), float(row[8] or 0))  # type: ignore
+            for row in rows}
 
 
 def report(conn: sqlite3.Connection, client: Mapping[str, Any] | sqlite3.Row, config: Any, days: int = 1) -> dict:
@@ -121,14 +132,15 @@ def report(conn: sqlite3.Connection, client: Mapping[str, Any] | sqlite3.Row, co
     limiter = Limiter(config.timezone)
     now = time.time()
     minute, hour, day = limiter.window_starts(now)
-    counts = window_counts(conn, minute, hour, day).get(client["id"], (0, 0, 0, 0, 0))
+    counts = window_counts(conn, minute, hour, day, limiter.month_bounds(day)[0]).get(client["id"], NO_COUNTS)
     limits = effective_limits(dict(client), configured_defaults(config.get))
     used = {"rpm": counts[0], "rph": counts[1], "rpd": counts[2], "daily_requests": counts[2],
-            "daily_input_tokens": counts[3], "daily_output_tokens": counts[4]}
-    out = {name: {"limit": limits[name], "used": value,
-                  "remaining": max(0, limits[name] - value) if limits[name] else None}
+            "daily_input_tokens": counts[3], "daily_output_tokens": counts[4], "tpm": counts[5],
+            "daily_budget_usd": round(counts[6] * MICRO), "monthly_budget_usd": round(counts[7] * MICRO)}
+    out = {name: {"limit": shown(name, limits[name]), "used": shown(name, value),
+                  "remaining": shown(name, max(0, limits[name] - value)) if limits[name] else None}
            for name, value in used.items()}
-    for name in ("max_input_tokens", "max_output_tokens"):
+    for name in ("max_input_tokens", "max_output_tokens", "max_concurrent"):
         out[name] = {"limit": limits[name], "used": None, "remaining": None}
     return {"client": client["name"], "today": datetime.fromtimestamp(day, config.timezone).strftime("%Y-%m-%d"),
             "limits": out, "days": client_usage(conn, client["id"], days)}
