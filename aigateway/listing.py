@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from aigateway.governance import model_allowed
 from aigateway.neutral import ErrorKind, GatewayError
 from aigateway.providers import Provider
 from aigateway.relay import provider_of
@@ -42,14 +43,20 @@ class ListingCache:
 async def for_client(gw: Gateway, client: Mapping[str, Any]) -> list[str]:
     """Exactly what a client can reach, by the names it would use (routing.resolve's order): its
     routes; its default provider's models (allowed_models, else the upstream's own list); each
-    further provider's allowed_models, or its upstream's list as ``provider/model``."""
+    further provider's allowed_models, or its upstream's list as ``provider/model``. A key limited
+    to some models lists only those."""
+    patterns = client.get("allowed_models") or ()
+
+    def allowed(models: list[str]) -> list[str]:
+        return [m for m in models if model_allowed(m, patterns)]
+
     default = provider_of(gw, client)
     names = [r for r in client.get("allowed_routes") or () if r in gw.config.routes]
-    names += await _models(gw, default, client["base_url"] or default.base_url)
+    names += allowed(await _models(gw, default, client["base_url"] or default.base_url))
     for name in client.get("allowed_providers") or ():
         provider = gw.config.providers.get(name)
         if provider is not None and provider is not default:
-            models = await _models(gw, provider, provider.base_url)
+            models = allowed(await _models(gw, provider, provider.base_url))
             names += models if provider.allowed_models else [f"{name}/{m}" for m in models]
     return list(dict.fromkeys(names))
 

@@ -126,3 +126,67 @@ def test_restore_and_defaults():
 @pytest.mark.parametrize("seconds,text", [(0.02, "20ms"), (1.5, "1.5s"), (360, "6m0s"), (7300, "2h1m40s")])
 def test_duration_format(seconds, text):
     assert duration(seconds) == text
+
+
+# ---------------------------------------------------------------- budgets (micro-dollars)
+RATES = (2.5, 10.0)  # gpt-4o: USD per million tokens = micro-dollars per token
+
+
+def test_a_budget_reserves_the_worst_case_and_shrinks_the_cap_to_what_is_left():
+    lim = Limiter()
+    budget = limits(daily_budget_usd=10_000)  # $0.01
+    first = lim.admit(1, budget, 100, 500, NOW, input_bound=400, rates=RATES)
+    assert (first.max_output, first.cost) == (500, 400 * 2.5 + 500 * 10)  # 6,000 reserved
+    second = lim.admit(1, budget, 100, 500, NOW, input_bound=400, rates=RATES)
+    assert second.max_output == (10_000 - 6_000 - 1_000) // 10 == 300  # what is left after its input
+    with pytest.raises(LimitExceeded) as info:
+        lim.admit(1, budget, 100, 500, NOW, input_bound=400, rates=RATES)
+    assert info.value.limit == "daily_budget_usd" and "daily budget of $0.01 reached" in info.value.message
+    assert info.value.retry_after == pytest.approx(12 * 3600 - 30, abs=1)
+    lim.settle(first, 100, 50, NOW, cost_usd=0.00075)  # the real cost replaces the reservation
+    c = lim.counters[1]
+    assert (c.day_cost, c.month_cost, c.reserved_cost) == (750, 750, second.cost)
+    assert lim.headroom(1, budget, NOW).remaining_budget == 10_000 - 750 - second.cost
+
+
+def test_a_monthly_budget_resets_with_the_calendar_month_in_the_zone():
+    lim = Limiter(ZoneInfo("Europe/Paris"))
+    budget = limits(monthly_budget_usd=1_000)
+    end_of_month = datetime(2026, 11, 30, 22, 30, tzinfo=timezone.utc).timestamp()  # 23:30 in Paris
+    lim.settle(lim.admit(1, budget, 10, 10, end_of_month, rates=RATES), 10, 10, end_of_month, cost_usd=0.001)
+    with pytest.raises(LimitExceeded) as info:
+        lim.admit(1, budget, 10, 10, end_of_month + 60, rates=RATES)
+    assert info.value.limit == "monthly_budget_usd" and info.value.retry_after == pytest.approx(1800 - 60, abs=1)
+    lim.admit(1, budget, 10, 10, end_of_month + 3600, rates=RATES)  # December in Paris
+
+
+def test_an_unpriced_model_is_not_held_by_a_budget():
+    lim = Limiter()
+    res = lim.admit(1, limits(daily_budget_usd=1), 1000, 1000, NOW, rates=(0.0, 0.0))
+    assert res.cost == 0 and res.max_output == 1000
+
+
+def test_a_reservation_held_across_midnight_is_given_back():
+    """It used to stay reserved for ever once the day had turned (the quota shrank till a restart)."""
+    lim = Limiter()
+    res = lim.admit(1, limits(daily_output_tokens=100, daily_budget_usd=10_000), 10, 50, NOW, rates=RATES)
+    tomorrow = NOW + 86400
+    lim.settle(res, 10, 40, tomorrow, cost_usd=0.0004)
+    c = lim.counters[1]
+    assert (c.reserved_output, c.reserved_cost, c.in_flight) == (0, 0, 0)
+    assert (c.day_output, c.day_cost) == (0, 0)  # yesterday's spend is not today's
+
+
+def test_tokens_per_minute_and_requests_at_once():
+    lim = Limiter()
+    res = lim.admit(1, limits(tpm=100, max_concurrent=2), 30, 50, NOW)
+    assert res.max_output == 50
+    second = lim.admit(1, limits(tpm=100, max_concurrent=2), 10, 50, NOW)
+    assert second.max_output == 100 - 80 - 10  # the output cap shrinks to the minute's rest
+    with pytest.raises(LimitExceeded) as info:
+        lim.admit(1, limits(tpm=1000, max_concurrent=2), 1, 1, NOW)
+    assert info.value.limit == "max_concurrent"
+    lim.settle(res, 30, 5, NOW)  # the real count replaces what it reserved in its minute
+    assert lim.counters[1].tokens.count == 35 + 20 and lim.counters[1].in_flight == 1
+    lim.release(second, NOW)
+    assert lim.counters[1].tokens.count == 35 and lim.counters[1].in_flight == 0
