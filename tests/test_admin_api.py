@@ -511,7 +511,7 @@ def test_settings_are_validated_and_applied_at_once(admin: AdminClient, admin_ga
     assert ok.json()["settings"]["defaults.quota.max_requests_per_day"] == 1
     assert admin.call("GET", "/admin/api/meta").json()["limits"][5] == {
         "field": "daily_requests", "label": "requests per day (quota)",
-        "setting": "defaults.quota.max_requests_per_day", "default": 1}
+        "setting": "defaults.quota.max_requests_per_day", "default": 1, "usd": False}
     assert chat(admin_gateway.url, key) == "Echo: hi"
     with pytest.raises(openai.RateLimitError):  # the new default applies to the next request
         chat(admin_gateway.url, key)
@@ -645,3 +645,34 @@ def test_under_https_the_cookies_are_secure_and_hsts_is_sent(tmp_path, fake_upst
         assert handler._headers["Strict-Transport-Security"].startswith("max-age=")
     finally:
         gateway.close()
+
+
+def test_teams_budgets_and_key_governance_through_the_api(admin: AdminClient, admin_gateway: GatewayServer):
+    """A team with a budget; a client in it with its own budget (in dollars), an expiry, allowed
+    models and networks; bad values named field by field; a rotation whose old key works on."""
+    bad = admin.call("POST", "/admin/api/teams", {"name": "", "daily_budget_usd": -1, "rpm": 1.5})
+    assert bad.status_code == 400 and set(bad.json()["error"]["fields"]) == {"name", "daily_budget_usd", "rpm"}
+    team = admin.call("POST", "/admin/api/teams", {"name": "api-team", "daily_budget_usd": 2.5, "rpm": 100}).json()
+    assert (team["daily_budget_usd"], team["rpm"], team["members"]) == (2.5, 100, 0)
+    assert {"id": team["id"], "name": "api-team"} in admin.call("GET", "/admin/api/meta").json()["teams"]
+    bad = admin.call("POST", "/admin/api/clients", {"name": "gov", "provider": "fake-openai", "team_id": "x",
+                                                    "allowed_networks": ["not-a-net"], "daily_budget_usd": "5"})
+    assert set(bad.json()["error"]["fields"]) == {"team_id", "allowed_networks", "daily_budget_usd"}
+    created = admin.call("POST", "/admin/api/clients", {
+        "name": "gov", "provider": "fake-openai", "team_id": team["id"], "daily_budget_usd": 0.75,
+        "expires_at": time.time() + 3600, "allowed_models": ["gpt-4o*"], "allowed_networks": ["127.0.0.0/8"]})
+    assert created.status_code == 201, created.text
+    client = created.json()
+    assert client["team_id"] == team["id"] and client["daily_budget_usd"] == 0.75
+    admin_gateway.wait_for_key(client["api_key"])
+    ok = httpx.post(admin_gateway.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {client['api_key']}"},
+                    json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+    assert ok.status_code == 200 and 0 < float(ok.headers["x-gateway-budget-remaining-usd"]) <= 0.75
+    rotated = admin.call("POST", f"/admin/api/clients/{client['id']}/rotate-key", {"grace_seconds": 60}).json()
+    assert rotated["previous_key_until"] > time.time() + 50
+    for key in (client["api_key"], rotated["api_key"]):
+        assert httpx.get(admin_gateway.url + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    cleared = admin.call("PATCH", f"/admin/api/clients/{client['id']}", {"team_id": None, "expires_at": None}).json()
+    assert cleared["team_id"] is None and cleared["expires_at"] is None
+    assert admin.call("DELETE", f"/admin/api/teams/{team['id']}").json()["deleted"] is True
+    assert admin.call("PATCH", f"/admin/api/teams/{team['id']}", {"rpm": 1}).status_code == 404

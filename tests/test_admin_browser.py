@@ -19,7 +19,7 @@ from conftest import ADMIN_PASSWORD, ADMIN_USER, SUMMARY, GatewayServer, admin_o
 
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
-PAGES = ("clients", "providers", "routes", "usage", "settings")
+PAGES = ("clients", "teams", "providers", "routes", "usage", "settings")
 PROVIDER_KEY = "sk-browser-provider-secret-7391"
 
 
@@ -210,6 +210,36 @@ def test_a_route_made_in_the_ui_serves_a_client_allowed_it_on_its_dialog(page, u
     keys = page.locator("#providers-table tr[data-name='fake-anthropic'] ul.keys")
     expect(keys).to_contain_text("ok")
     assert "sk-ant-upstream-secret" not in page.content()
+
+
+def test_a_team_budget_made_in_the_ui_refuses_its_client(page, ui_gateway: GatewayServer):
+    """Teams page: a team with a tiny budget; the client's dialog puts a client in it, with a
+    budget in dollars and allowed models; its next request is refused naming the team's budget."""
+    log_in(page)
+    page.goto("/admin/teams")
+    page.get_by_role("button", name="Add team").click()
+    page.get_by_label("Name").fill("ui-team")
+    page.get_by_label("USD per day").fill("-1")
+    page.get_by_role("button", name="Add team").last.click()
+    expect(page.locator("#t-daily_budget_usd-error")).to_be_visible()  # refused, nothing saved
+    page.get_by_label("USD per day").fill("0.000001")
+    page.get_by_role("button", name="Add team").last.click()
+    expect(page.locator("#teams-table tr[data-name='ui-team']")).to_contain_text("USD per day: $0.000001")
+    key = ui_gateway.add_client("ui-teamed")
+    page.goto("/admin/clients")
+    page.get_by_role("button", name="Edit ui-teamed").click()
+    page.get_by_label("Team", exact=True).select_option(label="ui-team")
+    page.get_by_label("Allowed models").fill("gpt-4o*")
+    page.get_by_label("USD per day").fill("2.50")
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.locator("#toast")).to_contain_text("ui-teamed")
+    page.get_by_role("button", name="Edit ui-teamed").click()
+    expect(page.get_by_label("USD per day")).to_have_value("2.5")
+    expect(page.get_by_label("Allowed models")).to_have_value("gpt-4o*")
+    client = openai.OpenAI(base_url=ui_gateway.url + "/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.RateLimitError) as refused:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert "team 'ui-team': daily budget" in refused.value.message
 
 
 def test_settings_errors_show_next_to_the_field(page, ui_gateway: GatewayServer):

@@ -24,7 +24,7 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
 ADMIN_HEADERS = (("Content-Security-Policy", CSP), ("Cross-Origin-Opener-Policy", "same-origin"),
                  ("Permissions-Policy", "camera=(), microphone=(), geolocation=()"))
 COOKIE_PATH = "/admin"
-PAGES = ("clients", "providers", "routes", "settings", "usage")
+PAGES = ("clients", "teams", "providers", "routes", "settings", "usage")
 _ERROR_TYPES = {400: "invalid_request", 401: "authentication", 403: "permission", 404: "not_found",
                 405: "method_not_allowed", 409: "conflict", 429: "rate_limited"}
 
@@ -231,6 +231,29 @@ class ResetUsageHandler(AdminHandler):
         self.write_json(await service.reset_usage(self.gateway, int(client_id)))
 
 
+# -- teams
+
+
+class TeamsHandler(AdminHandler):
+    async def get(self) -> None:
+        """Every team with its limits and how many clients it has."""
+        self.write_json({"teams": await service.list_teams(self.gateway)})
+
+    async def post(self) -> None:
+        """Create a team: ``{"name", <limit>: value...}``."""
+        self.write_json(await service.save_team(self.gateway, None, self.json_body()), 201)
+
+
+class TeamHandler(AdminHandler):
+    async def patch(self, team_id: str) -> None:
+        """Change a team (a limit set to null no longer applies)."""
+        self.write_json(await service.save_team(self.gateway, int(team_id), self.json_body()))
+
+    async def delete(self, team_id: str) -> None:
+        """Delete a team; its clients stay, in no team."""
+        self.write_json(await service.delete_team(self.gateway, int(team_id)))
+
+
 # -- providers
 
 
@@ -340,6 +363,8 @@ routes = [
     (r"/admin/api/clients/(\d+)", ClientHandler),
     (r"/admin/api/clients/(\d+)/rotate-key", RotateKeyHandler),
     (r"/admin/api/clients/(\d+)/reset-usage", ResetUsageHandler),
+    (r"/admin/api/teams", TeamsHandler),
+    (r"/admin/api/teams/(\d+)", TeamHandler),
     (r"/admin/api/providers", ProvidersHandler),
     (r"/admin/api/providers/([^/]+)", ProviderHandler),
     (r"/admin/api/providers/([^/]+)/test", ProviderTestHandler),

@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import bcrypt
 
-from aigateway import __version__, clients, config, listing, usage
+from aigateway import __version__, clients, config, listing, teams, usage
 from aigateway.admin import login
 from aigateway.admin.errors import AdminError, bad_fields
 from aigateway.config import PROVIDER_FIELDS, SETTINGS, ConfigInvalid, api_problem, prices_problem
 from aigateway.keys import KEY_TYPES
-from aigateway.limits import LIMIT_FIELDS, LIMITS
+from aigateway.limits import LIMIT_FIELDS, LIMITS, USD_FIELDS, shown
 from aigateway.neutral import GatewayError
 from aigateway.providers import PROVIDER_TYPES
 
@@ -93,8 +93,9 @@ def meta(gw: Gateway, username: str) -> dict:
         "username": username,
         "version": __version__,
         "key_types": list(KEY_TYPES),
-        "limits": [{"field": s.field, "label": s.help, "setting": s.config, "default": gw.limit_defaults[s.field]}
-                   for s in LIMITS],
+        "limits": [{"field": s.field, "label": s.help, "setting": s.config, "usd": s.usd,
+                    "default": shown(s.field, gw.limit_defaults[s.field])} for s in LIMITS],
+        "teams": [{"id": t.id, "name": t.name} for t in gw.teams.values()],
         "provider_types": {name: {"format": t.format, "base_url": t.base_url, "needs_base_url": not t.base_url}
                            for name, t in PROVIDER_TYPES.items()},
         "providers": list(gw.config.providers),
@@ -126,7 +127,8 @@ def client_fields(body: dict, creating: bool) -> tuple[dict[str, Any], dict[str,
     configured default. Raises AdminError naming every bad field."""
     errors: dict[str, str] = {}
     fields: dict[str, Any] = {}
-    allowed = {*_CLIENT_TEXT, "enabled", *clients.LISTS, *LIMIT_FIELDS, *(("key_type",) if creating else ())}
+    allowed = {*_CLIENT_TEXT, "enabled", "expires_at", "team_id", *clients.LISTS, *LIMIT_FIELDS,
+               *(("key_type",) if creating else ())}
     for name in body.keys() - allowed:
         errors[name] = "unknown field" + ("" if creating or name != "key_type" else " (rotate the key to change it)")
     _read_text(body, _CLIENT_TEXT, fields, errors, keep=("system_prompt",))
@@ -146,15 +148,20 @@ def client_fields(body: dict, creating: bool) -> tuple[dict[str, Any], dict[str,
             errors["enabled"] = "must be true or false"
         else:
             fields["enabled"] = int(body["enabled"])
-    for name in LIMIT_FIELDS:
+    for name in (*LIMIT_FIELDS, "expires_at", "team_id"):
         if name not in body:
             continue
         value = body[name]
         if value is None or value == "":
             if not creating:
-                fields[name] = clients.DEFAULT
-        elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            errors[name] = "must be a whole number >= 0 (0: unlimited), or empty for the default"
+                fields[name] = clients.DEFAULT  # the configured default; no expiry; no team
+            continue
+        number = (int, float) if name in USD_FIELDS or name == "expires_at" else int
+        if isinstance(value, bool) or not isinstance(value, number) or value < 0:
+            errors[name] = {"expires_at": "must be a time in seconds since the epoch, or empty for never",
+                            "team_id": "must be a team's id, or empty for none"}.get(
+                name, "must be " + ("an amount in USD" if name in USD_FIELDS else "a whole number")
+                + " >= 0 (0: unlimited), or empty for the default")
         else:
             fields[name] = value
     return fields, errors
@@ -233,11 +240,13 @@ async def update_client(gw: Gateway, client_id: int, body: dict) -> dict:
 
 
 async def rotate_key(gw: Gateway, client_id: int, body: dict) -> dict:
-    """A new key (optionally of another type); the old one is refused from now on."""
+    """A new key (optionally of another type); the old one is refused from now on, or after
+    ``grace_seconds`` (a deployment rolls over without a failed request)."""
     key_type = body.get("key_type")
     if key_type is not None and key_type not in KEY_TYPES:
         raise bad_fields({"key_type": f"must be one of {', '.join(KEY_TYPES)}"})
-    row, key = await _client_write(gw, lambda conn: clients.rotate_key(conn, client_id, key_type))
+    grace = body.get("grace_seconds") or 0
+    row, key = await _client_write(gw, lambda conn: clients.rotate_key(conn, client_id, key_type, grace))
     log.info("admin: rotated the key of client %r", row["name"])
     return _client_out(row, key=key)
 
@@ -252,6 +261,54 @@ async def delete_client(gw: Gateway, client_id: int) -> dict:
     """Delete a client; its key is refused from the next request on."""
     row = await _client_write(gw, lambda conn: clients.delete(conn, client_id))
     log.info("admin: deleted client %r", row["name"])
+    return {"id": row["id"], "name": row["name"], "deleted": True}
+
+
+# -- teams
+
+
+async def list_teams(gw: Gateway) -> list[dict]:
+    def read(conn: sqlite3.Connection) -> list[dict]:
+        counts = teams.member_counts(conn)
+        return [teams.public(r, counts.get(r["id"], 0)) for r in teams.all_teams(conn)]
+
+    return await gw.db.read(read)
+
+
+def _team_fields(body: dict) -> dict[str, Any]:
+    """JSON to teams.py fields; a limit of null or "" means the team does not limit it."""
+    unknown = body.keys() - set(teams.EDITABLE)
+    values = {k: None if v == "" else v for k, v in body.items() if k in teams.EDITABLE}
+    errors = {**{k: "unknown field" for k in unknown}, **teams.problems(values)}
+    if errors:
+        raise bad_fields(errors)
+    return values
+
+
+async def save_team(gw: Gateway, team_id: int | None, body: dict) -> dict:
+    """Create (``team_id`` None) or change a team; live for every member's next request."""
+    fields = _team_fields(body)
+    if team_id is None and not fields.get("name"):
+        raise bad_fields({"name": "required"})
+    try:
+        row = await gw.db.write(lambda conn: teams.create(conn, **fields) if team_id is None
+                                else teams.update(conn, team_id, **fields))
+    except teams.TeamError as exc:
+        field, _, message = str(exc).partition(": ")
+        raise (bad_fields({field: message}) if field in teams.EDITABLE else AdminError(404, str(exc))) from None
+    await gw.reload_clients()
+    log.info("admin: saved team %r", row["name"])
+    return next(t for t in await list_teams(gw) if t["id"] == row["id"])
+
+
+async def delete_team(gw: Gateway, team_id: int) -> dict:
+    """Delete a team; its clients stay, in no team."""
+    try:
+        row = await gw.db.write(lambda conn: teams.delete(conn, team_id))
+    except teams.TeamError as exc:
+        raise AdminError(404, str(exc)) from None
+    await gw.reload_clients()
+    log.info("admin: deleted team %r", row["name"])
     return {"id": row["id"], "name": row["name"], "deleted": True}
 
 

@@ -88,6 +88,13 @@ const Admin = (() => {
     return wrap;
   }
 
+  /** A limit's number input: budgets in dollars with cents, the others whole numbers. */
+  function limitField(prefix, limit, unset, name = limit.field, hint = undefined) {
+    const label = limit.label.charAt(0).toUpperCase() + limit.label.slice(1);
+    return field(prefix, { name, label, type: "number", min: 0, step: limit.usd ? "any" : 1,
+      inputmode: limit.usd ? "decimal" : "numeric", placeholder: unset, hint });
+  }
+
   function clearErrors(form) {
     form.querySelectorAll("[aria-invalid]").forEach((el) => el.removeAttribute("aria-invalid"));
     form.querySelectorAll(".error").forEach((el) => { el.hidden = true; el.textContent = ""; });
@@ -213,8 +220,8 @@ const Admin = (() => {
   /** The Save and Delete buttons of an editor dialog over /admin/api/{collection}: POST a new item or
    *  PATCH the one being edited (``editing()``), then close and ``reload()``; errors go next to their
    *  fields. ``noun`` and ``deleteHint`` word the delete confirmation. */
-  function bindEditor({ collection, form, dialog, save, remove, editing, body, reload, noun, deleteHint }) {
-    const url = (item) => `/admin/api/${collection}/${encodeURIComponent(item.name)}`;
+  function bindEditor({ collection, form, dialog, save, remove, editing, body, reload, noun, deleteHint, key = "name" }) {
+    const url = (item) => `/admin/api/${collection}/${encodeURIComponent(item[key])}`;
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       save.disabled = true;
@@ -244,6 +251,6 @@ const Admin = (() => {
     });
   }
 
-  return { api, ApiError, h, field, clearErrors, showErrors, notify, confirmAction, copyText, fmt, start, closers, cookie,
+  return { api, ApiError, h, field, limitField, clearErrors, showErrors, notify, confirmAction, copyText, fmt, start, closers, cookie,
     bindEditor };
 })();

@@ -14,7 +14,6 @@
   let clients = [];
   let editing = null; // the client being edited; null while creating one
 
-  const capital = (s) => s.charAt(0).toUpperCase() + s.slice(1);
   const providerOptions = meta.providers.map((p) => [p, p]);
   const keyTypeOptions = meta.key_types.map((t) => [t, `${t}… ${t === "sk-" ? "(OpenAI style)" : t === "gm_" ? "(gateway style)" : "(Anthropic style)"}`]);
 
@@ -33,15 +32,29 @@
         : "No routes yet (Routes page)." }),
     field("c", { name: "key_type", label: "Key type", type: "select", options: keyTypeOptions }),
   );
-  const LISTS = ["allowed_providers", "allowed_routes"];
+  const LISTS = ["allowed_providers", "allowed_routes", "allowed_models", "allowed_networks"];
+  // datetime-local speaks the browser's local time; the API speaks seconds since the epoch
+  const localTime = (seconds) => {
+    const d = new Date(seconds * 1000);
+    return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+  };
   $("client-prompt-field").append(field("c", { name: "system_prompt", label: "System prompt", type: "textarea",
     wide: true, rows: 4, placeholder: "Prepended as a system message to every request (optional)" }));
   for (const limit of meta.limits) {
-    $("client-limit-fields").append(field("c", {
-      name: limit.field, label: capital(limit.label), type: "number", min: 0, step: 1, inputmode: "numeric",
-      placeholder: `default: ${limit.default ? fmt.int(limit.default) : "unlimited"}`,
-    }));
+    const fallback = limit.default ? (limit.usd ? `$${limit.default}` : fmt.int(limit.default)) : "unlimited";
+    $("client-limit-fields").append(Admin.limitField("c", limit, `default: ${fallback}`));
   }
+  const teamOptions = [["", "none"], ...meta.teams.map((t) => [String(t.id), t.name])];
+  $("client-governance-fields").append(
+    field("c", { name: "team_id", label: "Team", type: "select", options: teamOptions,
+      hint: "Its limits and budgets also apply, shared with the team's other clients (Teams page)." }),
+    field("c", { name: "expires_at", label: "Key expires", type: "datetime-local",
+      hint: "In your browser's time zone; empty: never. After it, requests get 401." }),
+    field("c", { name: "allowed_models", label: "Allowed models", placeholder: "any",
+      hint: "Names or wildcards, comma-separated (gpt-4o*, claude-*); checked on the model a request is sent to." }),
+    field("c", { name: "allowed_networks", label: "Allowed networks", placeholder: "anywhere",
+      hint: "Addresses or CIDR networks requests may come from, comma-separated (10.0.0.0/8)." }),
+  );
   $("rotate-type").append(...keyTypeOptions.map(([v, t]) => h("option", { value: v }, t)));
 
   // -- table
@@ -89,6 +102,8 @@
         form.elements[name].value = client[name] || "";
       }
       for (const name of LISTS) form.elements[name].value = (client[name] || []).join(", ");
+      form.elements.team_id.value = client.team_id === null ? "" : String(client.team_id);
+      form.elements.expires_at.value = client.expires_at ? localTime(client.expires_at) : "";
       for (const limit of meta.limits) {
         const value = client[limit.field];
         form.elements[limit.field].value = value === null ? "" : value;
@@ -115,13 +130,18 @@
       body[name] = form.elements[name].value;
     }
     for (const name of LISTS) body[name] = form.elements[name].value.split(/[\s,]+/).filter(Boolean);
+    body.team_id = form.elements.team_id.value === "" ? null : Number(form.elements.team_id.value);
+    const expires = form.elements.expires_at.value;
+    body.expires_at = expires ? new Date(expires).getTime() / 1000 : null;
     for (const limit of meta.limits) {
       const text = form.elements[limit.field].value.trim();
       body[limit.field] = text === "" ? null : Number(text);
     }
     if (!editing) {
       body.key_type = form.elements.key_type.value;
-      for (const limit of meta.limits) if (body[limit.field] === null) delete body[limit.field];
+      for (const name of [...meta.limits.map((l) => l.field), "team_id", "expires_at"]) {
+        if (body[name] === null) delete body[name];
+      }
     }
     return body;
   }
@@ -167,10 +187,13 @@
   }
 
   $("client-rotate").addEventListener("click", () => act(async () => {
-    const ok = await confirmAction(`Rotate the key of ${editing.name}?`,
-      "A new key is made now and the old one stops working at once. Apps using it will need the new key.", "Rotate key");
+    const grace = Number($("rotate-grace").value || 0);
+    const ok = await confirmAction(`Rotate the key of ${editing.name}?`, grace
+      ? `A new key is made now; the old one keeps working for ${grace} seconds, then is refused.`
+      : "A new key is made now and the old one stops working at once. Apps using it will need the new key.", "Rotate key");
     if (!ok) return;
-    const rotated = await api("POST", `/admin/api/clients/${editing.id}/rotate-key`, { key_type: $("rotate-type").value });
+    const rotated = await api("POST", `/admin/api/clients/${editing.id}/rotate-key`,
+      { key_type: $("rotate-type").value, grace_seconds: grace });
     dialog.close();
     showKey(rotated, "rotated");
     await load();

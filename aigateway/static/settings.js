@@ -10,12 +10,10 @@
   const pwForm = $("password-form");
   let data = await api("GET", "/admin/api/settings");
 
-  const capital = (s) => s.charAt(0).toUpperCase() + s.slice(1);
   const prefix = "s";
   for (const limit of meta.limits) {
     const target = limit.setting.startsWith("defaults.rate_limit.") ? "rate-fields" : "quota-fields";
-    $(target).append(field(prefix, { name: limit.setting, label: capital(limit.label), type: "number", min: 0,
-      step: 1, inputmode: "numeric", hint: limit.setting }));
+    $(target).append(Admin.limitField(prefix, limit, "", limit.setting, limit.setting));
   }
   $("other-fields").append(
     field(prefix, { name: "defaults.timezone", label: "Time zone", spellcheck: "false",
