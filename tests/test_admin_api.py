@@ -665,13 +665,14 @@ def test_teams_budgets_and_key_governance_through_the_api(admin: AdminClient, ad
     client = created.json()
     assert client["team_id"] == team["id"] and client["daily_budget_usd"] == 0.75
     admin_gateway.wait_for_key(client["api_key"])
-    ok = httpx.post(admin_gateway.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {client['api_key']}"},
-                    json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+    ok = httpx.post(admin_gateway.url + "/v1/chat/completions", json={"model": "gpt-4o", "messages": [
+        {"role": "user", "content": "hi"}]}, headers={"Authorization": f"Bearer {client['api_key']}"})
     assert ok.status_code == 200 and 0 < float(ok.headers["x-gateway-budget-remaining-usd"]) <= 0.75
     rotated = admin.call("POST", f"/admin/api/clients/{client['id']}/rotate-key", {"grace_seconds": 60}).json()
     assert rotated["previous_key_until"] > time.time() + 50
     for key in (client["api_key"], rotated["api_key"]):
-        assert httpx.get(admin_gateway.url + "/v1/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        models = httpx.get(admin_gateway.url + "/v1/models", headers={"Authorization": f"Bearer {key}"})
+        assert models.status_code == 200
     cleared = admin.call("PATCH", f"/admin/api/clients/{client['id']}", {"team_id": None, "expires_at": None}).json()
     assert cleared["team_id"] is None and cleared["expires_at"] is None
     assert admin.call("DELETE", f"/admin/api/teams/{team['id']}").json()["deleted"] is True
