@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from aigateway.db import by_id_or_name
 from aigateway.keys import KEY_TYPES, display_prefix, generate_key, hash_key
 from aigateway.limits import LIMIT_FIELDS, USD_FIELDS
 
@@ -58,11 +59,7 @@ def public(row: sqlite3.Row | Mapping[str, Any]) -> dict[str, Any]:
 
 def find(conn: sqlite3.Connection, ref: str | int) -> sqlite3.Row:
     """A client by id or by name."""
-    row = None
-    if isinstance(ref, int) or str(ref).isdigit():
-        row = conn.execute("SELECT * FROM clients WHERE id = ?", (int(ref),)).fetchone()
-    if row is None:
-        row = conn.execute("SELECT * FROM clients WHERE name = ?", (str(ref),)).fetchone()
+    row = by_id_or_name(conn, "clients", ref)
     if row is None:
         raise ClientError(f"no client named or numbered {ref!r}")
     return row

@@ -191,3 +191,13 @@ class Database:
         self._urgent.set()
         self._thread.join()
         self._readers.shutdown(wait=True)
+
+
+def by_id_or_name(conn: sqlite3.Connection, table: str, ref: str | int) -> sqlite3.Row | None:
+    """A row of ``table`` (clients, teams) by its id, else by its name, as the CLI names them."""
+    row = None
+    if isinstance(ref, int) or str(ref).isdigit():
+        row = conn.execute(f"SELECT * FROM {table} WHERE id = ?", (int(ref),)).fetchone()
+    if row is None:
+        row = conn.execute(f"SELECT * FROM {table} WHERE name = ?", (str(ref),)).fetchone()
+    return row

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from aigateway.admission import Team
+from aigateway.db import by_id_or_name
 from aigateway.limits import LIMIT_FIELDS, USD_FIELDS, own_limits
 
 EDITABLE = ("name", *LIMIT_FIELDS)
@@ -41,11 +42,7 @@ def _checked(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def find(conn: sqlite3.Connection, ref: str | int) -> sqlite3.Row:
-    row = None
-    if isinstance(ref, int) or str(ref).isdigit():
-        row = conn.execute("SELECT * FROM teams WHERE id = ?", (int(ref),)).fetchone()
-    if row is None:
-        row = conn.execute("SELECT * FROM teams WHERE name = ?", (str(ref),)).fetchone()
+    row = by_id_or_name(conn, "teams", ref)
     if row is None:
         raise TeamError(f"no team named or numbered {ref!r}")
     return row
