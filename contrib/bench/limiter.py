@@ -20,7 +20,9 @@ from aigateway.limits import LIMIT_FIELDS, Limiter, effective_limits  # noqa: E4
 
 DEFAULTS = {"rpm": 10**9, "rph": 10**9, "rpd": 10**9, "daily_input_tokens": 10**12,
             "daily_output_tokens": 10**12, "daily_requests": 10**9, "max_input_tokens": 10**6,
-            "max_output_tokens": 8192}
+            "max_output_tokens": 8192, "tpm": 10**12, "max_concurrent": 10**6,
+            "daily_budget_usd": 10**15, "monthly_budget_usd": 10**15}  # budgets in micro-dollars
+RATES = (2.5, 10.0)  # a priced model (gpt-4o), so the budgets do their work
 
 
 def measure(clients: int = 10_000, requests: int = 200_000) -> dict:
@@ -38,17 +40,17 @@ def measure(clients: int = 10_000, requests: int = 200_000) -> dict:
     start = time.perf_counter()
     for i in order:
         now = time.time()
-        res = limiter.admit(i, limits[i], 120, 256, now)
-        limiter.settle(res, 100, 50, now)
+        res = limiter.admit(i, limits[i], 120, 256, now, rates=RATES)
+        limiter.settle(res, 100, 50, now, 0.00075)
     core = (time.perf_counter() - start) / requests * 1e6
 
     start = time.perf_counter()
     for i in order:
         now = time.time()
         lim = effective_limits(rows[i], DEFAULTS)
-        res = limiter.admit(i, lim, 120, 256, now)
+        res = limiter.admit(i, lim, 120, 256, now, rates=RATES)
         limiter.headroom(i, lim, now)
-        limiter.settle(res, 100, 50, time.time())
+        limiter.settle(res, 100, 50, time.time(), 0.00075)
     relay = (time.perf_counter() - start) / requests * 1e6
     return {"clients": clients, "requests": requests, "admit_settle_us": round(core, 2),
             "relay_limits_us": round(relay, 2)}
