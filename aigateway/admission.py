@@ -30,7 +30,6 @@ class Team:
 @dataclass(slots=True)
 class Admission:
     client: Reservation
-    limits: dict[str, int]
     team: Team | None = None
     team_reservation: Reservation | None = None
 
@@ -54,7 +53,7 @@ def admit(gw: Gateway, client: Mapping[str, Any], limits: dict[str, int], input_
         raise limit_error(exc, gw.limiter.headroom(client["id"], limits, now)) from None
     team = gw.teams.get(client["team_id"]) if client["team_id"] else None
     if team is None:
-        return Admission(res, limits)
+        return Admission(res)
     try:
         team_res = gw.team_limiter.admit(team.id, team.limits, input_estimate, res.max_output, now, choices,
                                          input_bound, output, rates)
@@ -62,7 +61,7 @@ def admit(gw: Gateway, client: Mapping[str, Any], limits: dict[str, int], input_
         gw.limiter.release(res, now)
         exc.message = f"team {team.name!r}: {exc.message}"
         raise limit_error(exc, gw.team_limiter.headroom(team.id, team.limits, now)) from None
-    return Admission(res, limits, team, team_res)
+    return Admission(res, team, team_res)
 
 
 def settle(gw: Gateway, adm: Admission, input_tokens: int, output_tokens: int, cost_usd: float) -> None:

@@ -41,10 +41,9 @@ def client_address(peer: str, forwarded_for: str | None, trusted: Sequence[str])
     """The client's address: the socket's peer, unless the peer is a trusted proxy; then the last
     address in X-Forwarded-For that is not itself a trusted proxy (the one the proxies saw; what
     comes before it can be forged by the client)."""
-    peer_address = _address(peer)
-    if not trusted or not forwarded_for or peer_address is None or not _within(peer_address, networks(tuple(trusted))):
+    peer_address, proxies = _address(peer), networks(tuple(trusted))
+    if not forwarded_for or peer_address is None or not _within(peer_address, proxies):
         return peer
-    proxies = networks(tuple(trusted))
     for hop in reversed(forwarded_for.split(",")):
         address = _address(hop)
         if address is None:
